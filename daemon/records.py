@@ -1,0 +1,82 @@
+"""The data model: what tagstat stores, as frozen dataclasses.
+
+Everything here is already masked: these records are built behind the masking
+boundary and never hold a serial number. Stamps are timezone-aware UTC
+datetimes; rates are bytes per second. ``docs/DATA.md`` describes every field.
+Each collected record carries ``status``: the UsageStatisticsStatus value in
+force when it was collected, so that data collected before upload consent can
+never be uploaded.
+"""
+
+import dataclasses
+import datetime as dt
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceRecord:
+    device_id: str  # keyed pseudonym of the serial (HMAC-SHA256, hex)
+    model: str
+    serial_masked: str
+    usb_speed: str  # "high", "super", ...
+    firmware: str  # USB device release, e.g. "1.30"
+    calibration: dict
+    configuration: dict
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionRecord:
+    session_id: str  # random UUID
+    device_id: str
+    status: int  # status in force for the whole session (a status change splits sessions)
+    start: dt.datetime
+    end: dt.datetime  # last time data was seen flowing (so far, while open)
+    duration_s: float
+    bytes_total: int
+    tags_total: int
+    rate_min_bytes_per_s: float
+    rate_max_bytes_per_s: float
+    usb_speed: str
+    initial_sensors: dict
+    open: bool
+    end_reason: str | None  # "unplugged", "device_reset", "idle", "status_change", "stopped", ...
+    # Resume state, so a daemon restart continues the session; never reported.
+    boot_tag: str  # keyed hash of the device's boot id
+    last_bytes: int  # raw device counter at the last checkpoint
+    last_tags: int
+    last_uptime_ms: int
+    checkpoint_at: dt.datetime
+
+    @property
+    def rate_avg_bytes_per_s(self) -> float:
+        return self.bytes_total / self.duration_s if self.duration_s > 0 else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageRecord:
+    source: str  # a device_id, or "daemon" for tagstatd's own warnings and errors
+    level: str  # "info", "warning" or "error"
+    text: str  # masked
+    status: int
+    count: int
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class SensorStat:
+    key: str  # path in the sensor dictionary, "/"-joined
+    last: float
+    min: float
+    max: float
+    last_at: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusChange:
+    at: dt.datetime
+    old: int | None
+    new: int
+    persistent: bool
+    reason: str  # "api", "install", "config", ...
