@@ -1,0 +1,239 @@
+"""The ``tagstat`` command: a thin layer over ``tagstat.client.Client``.
+
+Each subcommand makes one call to the running tagstatd and prints the result,
+as a table for people or as JSON (``--json``) for scripts. Expected failures
+(``TagstatError``, ``ValueError``) become ``tagstat: error: MESSAGE`` on
+stderr and exit code 1; usage errors exit 2 as argparse does. Display
+strings (MB/s, h:mm:ss, short ids) are built here and nowhere else.
+"""
+
+import argparse
+import datetime as dt
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tagstat.client import Client
+from tagstat.clock import parse_iso
+from tagstat.errors import TagstatError
+from tagstat.paths import Paths
+from tagstat.status import UsageStatisticsStatus
+
+BYTES_PER_MB = 1_000_000
+SHORT_ID_CHARS = 12
+_STATUS_NAMES = "{" + ",".join(m.cli_name for m in UsageStatisticsStatus) + "}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 error, 2 usage)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        args.run(_client(args), args)
+    except (TagstatError, ValueError) as exc:
+        print(f"tagstat: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tagstat", description="Show and set what tagstatd collects about Time Taggers."
+    )
+    parser.add_argument("--home", metavar="DIR", help="a non-system instance (as TAGSTAT_HOME)")
+    parser.add_argument("--socket", metavar="PATH", type=Path, help="the control socket to use")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "status",
+        help="show or set the usage statistics status",
+        description="With no argument, show the status; with one, set it.",
+    )
+    p.add_argument(
+        "status", nargs="?", type=_status_arg, metavar=_STATUS_NAMES, help="the status to set"
+    )
+    p.add_argument(
+        "--temporary", action="store_true", help="keep the new status only until tagstatd restarts"
+    )
+    _add_json(p)
+    p.set_defaults(run=cmd_status)
+
+    p = sub.add_parser(
+        "report",
+        help="print the usage report",
+        description="Print the usage report that would be uploaded.",
+    )
+    p.add_argument("--json", action="store_true", help="print it compact, exactly as returned")
+    p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser(
+        "devices",
+        help="list the Time Taggers seen",
+        description="List the Time Taggers seen (serial numbers masked).",
+    )
+    _add_json(p)
+    p.set_defaults(run=cmd_devices)
+
+    p = sub.add_parser(
+        "sessions",
+        help="list usage sessions",
+        description="List usage sessions with their data rates.",
+    )
+    _add_json(p)
+    p.set_defaults(run=cmd_sessions)
+    return parser
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def _status_arg(text: str) -> UsageStatisticsStatus:
+    try:
+        return UsageStatisticsStatus.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.socket or Paths.resolve(args.home).socket)
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> None:
+    if args.status is None:
+        result = client.status()
+    else:
+        result = client.set_status(args.status, persistent=not args.temporary)
+    if args.json:
+        _print_json(result)
+    else:
+        print(format_status(result))
+
+
+def cmd_report(client: Client, args: argparse.Namespace) -> None:
+    report = client.report()
+    if args.json:
+        print(report)
+        return
+    try:
+        print(json.dumps(json.loads(report), indent=2, ensure_ascii=False))
+    except ValueError:  # the informational text shown before any data exists
+        print(report)
+
+
+def cmd_devices(client: Client, args: argparse.Namespace) -> None:
+    devices = client.devices()
+    if args.json:
+        _print_json(devices)
+    elif not devices:
+        print("no Time Tagger seen yet")
+    else:
+        header = ["DEVICE", "MODEL", "SERIAL", "LINK", "FIRMWARE", "ATTACHED"]
+        print(format_table(header, [_device_row(d) for d in devices]))
+
+
+def cmd_sessions(client: Client, args: argparse.Namespace) -> None:
+    sessions = client.sessions()
+    if args.json:
+        _print_json(sessions)
+    elif not sessions:
+        print("no usage sessions yet")
+    else:
+        header = [
+            "DEVICE",
+            "MODEL",
+            "START (UTC)",
+            "DURATION",
+            "MIN MB/s",
+            "AVG MB/s",
+            "MAX MB/s",
+            "OPEN",
+        ]
+        print(format_table(header, [_session_row(s) for s in sessions]))
+        print("(1 MB = 10^6 bytes)")
+
+
+def format_status(result: dict) -> str:
+    value = result.get("status")
+    name = result.get("name", "?")
+    persistence = "persistent" if result.get("persistent") else "temporary (until restart)"
+    since = result.get("since")
+    text = f"status: {name} ({value}), {persistence}"
+    return text + (f", since {_stamp(since)}" if since else "")
+
+
+def _device_row(d: dict) -> list[str]:
+    attached = "yes" if d.get("attached") else "no"
+    return [
+        _short_id(d.get("device_id")),
+        _text(d.get("model")),
+        _text(d.get("serial")),
+        _text(d.get("usb_speed")),
+        _text(d.get("firmware")),
+        attached,
+    ]
+
+
+def _session_row(s: dict) -> list[str]:
+    rate = s.get("data_rate") or {}
+    return [
+        _short_id(s.get("device_id")),
+        _text(s.get("model")),
+        _stamp(s.get("start")),
+        _duration(s.get("duration_s")),
+        _mb_per_s(rate.get("min")),
+        _mb_per_s(rate.get("avg")),
+        _mb_per_s(rate.get("max")),
+        "open" if s.get("open") else "",
+    ]
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _text(value) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _short_id(device_id) -> str:
+    return _text(device_id)[:SHORT_ID_CHARS]
+
+
+def _stamp(value) -> str:
+    """An ISO stamp as 'YYYY-MM-DD HH:MM:SS' in UTC; anything unparsable as given."""
+    try:
+        stamp = parse_iso(value)
+    except (TypeError, ValueError, AttributeError):
+        return _text(value)
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(dt.UTC)
+    return stamp.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(seconds) -> str:
+    if not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    total = int(seconds)
+    return f"{total // 3600}:{total // 60 % 60:02d}:{total % 60:02d}"
+
+
+def _mb_per_s(bytes_per_s) -> str:
+    if not isinstance(bytes_per_s, int | float) or isinstance(bytes_per_s, bool):
+        return "-"
+    return f"{bytes_per_s / BYTES_PER_MB:.1f}"
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

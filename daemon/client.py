@@ -1,0 +1,159 @@
+"""The public API: the vendor's usage-statistics calls, served by tagstatd.
+
+``getUsageStatisticsReport``, ``getUsageStatisticsStatus`` and
+``setUsageStatisticsStatus`` keep the vendor's names, arguments and values;
+each opens one connection to the daemon's control socket (``tagstat.wire``),
+sends one request and turns the reply, or the lack of one, into a return
+value or a ``TagstatError`` that says what to do. Arguments are checked
+before any socket I/O. ``Client`` is the same thing with a chosen socket
+path, and is what the ``tagstat`` CLI uses.
+"""
+
+import errno
+import os
+import socket
+from pathlib import Path
+
+from tagstat import wire
+from tagstat.errors import ApiError, DaemonNotRunningError, TagstatError
+from tagstat.paths import Paths
+from tagstat.status import UsageStatisticsStatus
+
+DEFAULT_TIMEOUT_S = 5.0
+SOCKET_GROUP = "tagstat"
+_NOT_RUNNING = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR)
+_DENIED = (errno.EACCES, errno.EPERM)
+
+
+class Client:
+    """One tagstatd, reached through its control socket."""
+
+    def __init__(self, socket_path: Path | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
+        self.socket_path = Path(socket_path) if socket_path else Paths.resolve().socket
+        self.timeout_s = timeout_s
+
+    def call(self, op: str, **args):
+        """Send one request and return its result, or raise what the daemon answered."""
+        request = wire.encode({"op": op, **args})
+        with self._connect() as sock:
+            try:
+                sock.sendall(request)
+                reply = wire.read_message(sock, None, self.timeout_s)
+            except wire.MessageTimeout:
+                raise TagstatError(
+                    f"tagstatd on {self.socket_path} did not answer within {self.timeout_s:g} s"
+                ) from None
+            except wire.BadRequest as exc:
+                raise ApiError(
+                    f"garbled reply from tagstatd on {self.socket_path}: {exc}"
+                ) from None
+            except OSError as exc:
+                raise TagstatError(
+                    f"lost the connection to tagstatd on {self.socket_path}: {_reason(exc)}"
+                ) from exc
+        return self._result(reply)
+
+    def status(self) -> dict:
+        return self._expect(self.call("get_status"), dict, "status")
+
+    def set_status(self, status, persistent: bool = True) -> dict:
+        status = UsageStatisticsStatus.parse(status)
+        if not isinstance(persistent, bool):
+            raise TypeError(f"persistent must be True or False, not {persistent!r}")
+        result = self.call("set_status", status=int(status), persistent=persistent)
+        return self._expect(result, dict, "status")
+
+    def report(self) -> str:
+        return self._expect(self.call("get_report"), str, "report")
+
+    def devices(self) -> list[dict]:
+        return self._expect_rows(self.call("devices"), "device list")
+
+    def sessions(self) -> list[dict]:
+        return self._expect_rows(self.call("sessions"), "session list")
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout_s)
+        try:
+            sock.connect(os.fspath(self.socket_path))
+        except OSError as exc:
+            sock.close()
+            raise self._connect_error(exc) from exc
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _connect_error(self, exc: OSError) -> TagstatError:
+        path = self.socket_path
+        if isinstance(exc, TimeoutError):
+            return TagstatError(f"tagstatd on {path} did not accept within {self.timeout_s:g} s")
+        if exc.errno in _NOT_RUNNING:
+            return DaemonNotRunningError(
+                f"no tagstatd answers on {path} ({_reason(exc)}): is tagstatd running? "
+                "start it with `systemctl start tagstatd` or `tagstatd --home DIR`"
+            )
+        if exc.errno in _DENIED:
+            return TagstatError(
+                f"permission denied on {path}: add yourself to group {SOCKET_GROUP} "
+                f"(sudo usermod -aG {SOCKET_GROUP} $USER) and log in again"
+            )
+        return TagstatError(f"cannot connect to tagstatd on {path}: {_reason(exc)}")
+
+    def _result(self, reply: dict):
+        ok = reply.get("ok")
+        if ok is True and "result" in reply:
+            return reply["result"]
+        error = reply.get("error")
+        if ok is not False or not isinstance(error, dict):
+            raise ApiError(f"garbled reply from tagstatd on {self.socket_path}: {reply!r:.200}")
+        message = str(error.get("message", "(no message)"))
+        if error.get("type") == "ValueError":
+            raise ValueError(message)
+        raise ApiError(message)
+
+    def _expect(self, value, kind: type, what: str):
+        if not isinstance(value, kind):
+            raise ApiError(
+                f"garbled reply from tagstatd on {self.socket_path}: "
+                f"{what} is a {type(value).__name__}, expected a {kind.__name__}"
+            )
+        return value
+
+    def _expect_rows(self, value, what: str) -> list[dict]:
+        rows = self._expect(value, list, what)
+        for row in rows:
+            self._expect(row, dict, f"an entry of the {what}")
+        return rows
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def getUsageStatisticsReport() -> str:  # noqa: N802 - the vendor's name
+    """The usage report as a JSON string (or an informational text when there is no data)."""
+    return Client().report()
+
+
+def getUsageStatisticsStatus() -> UsageStatisticsStatus:  # noqa: N802 - the vendor's name
+    """The status currently in force."""
+    client = Client()
+    value = client.status().get("status")
+    try:
+        return UsageStatisticsStatus.parse(value)
+    except ValueError:
+        raise ApiError(
+            f"garbled reply from tagstatd on {client.socket_path}: status {value!r}"
+        ) from None
+
+
+def setUsageStatisticsStatus(status, persistent_config: bool = True) -> None:  # noqa: N802
+    """Set the status; with ``persistent_config=False`` it holds until tagstatd restarts.
+
+    An invalid ``status`` raises ValueError listing the allowed values, before
+    the daemon is contacted.
+    """
+    status = UsageStatisticsStatus.parse(status)
+    Client().set_status(status, persistent=persistent_config)

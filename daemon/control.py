@@ -1,0 +1,255 @@
+"""The control socket server: the daemon's local API.
+
+``ControlServer`` listens on a Unix stream socket, reads one request per
+connection (see ``tagstat.wire``), checks it, hands it to a ``Controller``
+(implemented by ``tagstat.service``) and writes one reply. Each connection
+runs in its own daemon thread with a read deadline, and the number of
+connections served at once is bounded, so a slow or hostile client can
+neither block others nor exhaust the daemon. No single request can take the
+server down: every failure becomes an error reply. ``authorize`` is the seam
+for peer-credential checks; today it allows everything.
+"""
+
+import dataclasses
+import errno
+import logging
+import os
+import socket
+import socketserver
+import stat
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from tagstat import wire
+from tagstat.errors import TagstatError
+from tagstat.status import UsageStatisticsStatus
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 16
+# serve_forever checks for shutdown this often; it bounds how long stop() takes.
+_POLL_INTERVAL_S = 0.05
+
+
+class Controller(Protocol):
+    """What the server dispatches to; implemented by the service."""
+
+    def get_status(self) -> dict: ...
+    def set_status(self, status: UsageStatisticsStatus, persistent: bool) -> dict: ...
+    def get_report(self) -> str: ...
+    def list_devices(self) -> list[dict]: ...
+    def list_sessions(self) -> list[dict]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerCred:
+    """Who is on the other end of a connection, as the kernel reports it."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+def allow_all(op: str, peer: PeerCred | None) -> bool:
+    """The default authorization: any local user who can open the socket may call any op."""
+    return True
+
+
+def peer_cred(sock: socket.socket) -> PeerCred | None:
+    """The peer's pid/uid/gid via SO_PEERCRED (Linux); None where unsupported."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except (AttributeError, OSError):
+        return None
+    return PeerCred(*struct.unpack("3i", raw))
+
+
+class ControlServer:
+    """Serves the local API on ``socket_path`` until ``stop()``."""
+
+    def __init__(
+        self,
+        socket_path: Path,
+        controller: Controller,
+        *,
+        max_request_bytes: int = wire.MAX_REQUEST_BYTES,
+        timeout_s: float = wire.REQUEST_TIMEOUT_S,
+        socket_mode: int = 0o660,
+        max_connections: int = MAX_CONNECTIONS,
+        authorize: Callable[[str, PeerCred | None], bool] = allow_all,
+    ):
+        self.socket_path = Path(socket_path)
+        self.controller = controller
+        self.max_request_bytes = max_request_bytes
+        self.timeout_s = timeout_s
+        self.socket_mode = socket_mode
+        self.authorize = authorize
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Bind the socket (replacing a stale one), set its mode and serve in the background."""
+        _clear_stale_socket(self.socket_path)
+        server = _Server(str(self.socket_path), _Handler, bind_and_activate=False)
+        server.control = self
+        try:
+            server.server_bind()
+            # Set the mode before listen() so nobody connects through a wider one.
+            os.chmod(self.socket_path, self.socket_mode)
+            server.server_activate()
+        except OSError as exc:
+            server.server_close()
+            raise TagstatError(f"cannot listen on {self.socket_path}: {exc.strerror}") from exc
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": _POLL_INTERVAL_S},
+            name="tagstat-control",
+            daemon=True,
+        )
+        self._thread.start()
+        log.info("control socket listening on %s", self.socket_path)
+
+    def stop(self) -> None:
+        """Stop accepting, close and unlink the socket. Safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        try:
+            self.socket_path.unlink()
+        except FileNotFoundError:
+            pass
+        log.info("control socket closed")
+
+    def __enter__(self) -> "ControlServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def handle(self, sock: socket.socket) -> None:
+        """Serve one connection: read, dispatch, reply. Never raises."""
+        try:
+            reply = self._reply_for(sock)
+        except Exception:  # the server must survive any single request
+            log.exception("control request failed unexpectedly")
+            reply = wire.error_reply("InternalError", "internal error")
+        self._send(sock, reply)
+
+    def _reply_for(self, sock: socket.socket) -> dict:
+        try:
+            msg = wire.read_message(sock, self.max_request_bytes, self.timeout_s)
+            op, args = wire.parse_request(msg)
+        except wire.BadRequest as exc:
+            log.debug("bad control request: %s", exc)
+            return wire.error_reply("BadRequest", str(exc))
+        if not self.authorize(op, peer_cred(sock)):
+            return wire.error_reply("PermissionDenied", f"not allowed to call {op!r}")
+        return self.dispatch(op, args)
+
+    def dispatch(self, op: str, args: dict) -> dict:
+        """Validate ``args`` for ``op``, call the controller and build the reply."""
+        try:
+            return wire.ok_reply(self._call(op, args))
+        except ValueError as exc:
+            return wire.error_reply("ValueError", str(exc))
+        except TagstatError as exc:
+            return wire.error_reply("ApiError", str(exc))
+        except Exception as exc:
+            log.exception("controller failed on op %s", op)
+            return wire.error_reply("InternalError", f"internal error: {type(exc).__name__}")
+
+    def _call(self, op: str, args: dict):
+        c = self.controller
+        if op == "get_status":
+            return c.get_status()
+        if op == "set_status":
+            status = UsageStatisticsStatus.parse(args["status"])
+            return c.set_status(status, args["persistent"])
+        if op == "get_report":
+            return c.get_report()
+        if op == "devices":
+            return c.list_devices()
+        if op == "sessions":
+            return c.list_sessions()
+        raise wire.BadRequest(f"unknown op {op!r}")  # parse_request already refused it
+
+    def _send(self, sock: socket.socket, reply: dict) -> None:
+        try:
+            data = wire.encode(reply)
+        except (TypeError, ValueError) as exc:  # the controller returned something not JSON
+            log.error("control reply is not JSON-serializable: %s", exc)
+            data = wire.encode(wire.error_reply("InternalError", "internal error: bad reply"))
+        try:
+            sock.settimeout(self.timeout_s)
+            sock.sendall(data)
+        except OSError as exc:  # the client went away or stopped reading; its loss
+            log.debug("could not send control reply: %s", exc)
+
+    def _try_slot(self) -> bool:
+        return self._slots.acquire(blocking=False)
+
+    def _release_slot(self) -> None:
+        self._slots.release()
+
+
+class _Server(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+    block_on_close = False
+    control: ControlServer
+
+    def process_request(self, request, client_address):
+        # Refuse at once rather than queue threads when too many clients are connected.
+        if not self.control._try_slot():
+            self.control._send(request, wire.error_reply("Busy", "tagstatd is busy; try again"))
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.control._release_slot()
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.server.control.handle(self.request)
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket file left by a dead daemon; refuse if a live one answers."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise TagstatError(f"{path} exists and is not a socket; remove it, then start tagstatd")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except TimeoutError:
+        pass  # a full backlog: someone is listening
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise TagstatError(f"cannot check control socket {path}: {exc.strerror}") from exc
+        log.info("removing stale control socket %s", path)
+        path.unlink(missing_ok=True)
+        return
+    finally:
+        probe.close()
+    raise TagstatError(
+        f"another tagstatd is already answering on {path}; stop it first "
+        "(systemctl stop tagstatd) or use a different --home"
+    )

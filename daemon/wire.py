@@ -1,0 +1,138 @@
+"""The control socket's framing, shared by the server and the client.
+
+One JSON object per line (UTF-8, newline-terminated) over a Unix stream
+socket, one request and one reply per connection. A request is
+``{"op": NAME, ...args}``; a reply is ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": {"type": ..., "message": ...}}``. Requests are
+bounded in size and in time so a broken or hostile local client cannot hold
+the daemon; replies are unbounded because a report can be large.
+``BadRequest`` always names what was wrong with the bytes received.
+"""
+
+import json
+import socket
+import time
+
+from tagstat.errors import TagstatError
+
+MAX_REQUEST_BYTES = 65536
+REQUEST_TIMEOUT_S = 2.0
+
+# op -> {arg name: (accepted types, description)}. The status argument is
+# checked by UsageStatisticsStatus.parse in the server so its ValueError can
+# list the allowed values; here it only has to be present.
+OPS: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
+    "get_status": {},
+    "set_status": {"status": ((object,), "a status"), "persistent": ((bool,), "a bool")},
+    "get_report": {},
+    "devices": {},
+    "sessions": {},
+}
+
+_CHUNK_BYTES = 16384
+
+
+class BadRequest(TagstatError):
+    """The bytes received are not a well-formed message; the message says why."""
+
+
+class MessageTimeout(BadRequest):
+    """No complete line arrived within the timeout."""
+
+
+def encode(obj: dict) -> bytes:
+    """One message as a compact JSON line."""
+    return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def ok_reply(result) -> dict:
+    return {"ok": True, "result": result}
+
+
+def error_reply(error_type: str, message: str) -> dict:
+    return {"ok": False, "error": {"type": error_type, "message": message}}
+
+
+def read_message(sock: socket.socket, limit: int | None, timeout_s: float) -> dict:
+    """Read one newline-terminated JSON object from ``sock``.
+
+    ``limit`` bounds the line in bytes (None: unbounded); ``timeout_s`` bounds
+    the whole read, not each recv, so a client trickling bytes cannot stall us.
+    """
+    return decode(_read_line(sock, limit, timeout_s))
+
+
+def decode(line: bytes) -> dict:
+    """Parse one line (without its newline) into a JSON object."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"message is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        raise BadRequest("message is not JSON (nested too deeply)") from None
+    except ValueError as exc:  # JSONDecodeError, and int literals beyond Python's digit limit
+        raise BadRequest(f"message is not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise BadRequest(f"message is not a JSON object (got {type(obj).__name__})")
+    return obj
+
+
+def parse_request(msg: dict) -> tuple[str, dict]:
+    """Check a request's op and argument names and types; return (op, args)."""
+    op = msg.get("op")
+    if op is None:
+        raise BadRequest('request has no "op"; allowed: ' + ", ".join(OPS))
+    if not isinstance(op, str) or op not in OPS:
+        raise BadRequest(f"unknown op {op!r}; allowed: " + ", ".join(OPS))
+    spec = OPS[op]
+    args = {k: v for k, v in msg.items() if k != "op"}
+    unknown = sorted(set(args) - set(spec))
+    if unknown:
+        raise BadRequest(f"op {op!r} takes no argument {unknown[0]!r}")
+    for name, (types, description) in spec.items():
+        if name not in args:
+            raise BadRequest(f"op {op!r} needs argument {name!r} ({description})")
+        if not isinstance(args[name], types):
+            got = type(args[name]).__name__
+            raise BadRequest(f"argument {name!r} of op {op!r} must be {description}, got {got}")
+    return op, args
+
+
+def _read_line(sock: socket.socket, limit: int | None, timeout_s: float) -> bytes:
+    deadline = time.monotonic() + timeout_s
+    buf = bytearray()
+    while True:
+        newline = buf.find(b"\n")
+        if newline >= 0:
+            line = bytes(buf[:newline])
+            _check_size(len(line), limit)
+            return line
+        _check_size(len(buf), limit)
+        remaining_s = deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise MessageTimeout(_timeout_text(timeout_s, len(buf)))
+        sock.settimeout(remaining_s)
+        try:
+            chunk = sock.recv(_CHUNK_BYTES)
+        except TimeoutError:
+            raise MessageTimeout(_timeout_text(timeout_s, len(buf))) from None
+        if not chunk:
+            raise BadRequest(_eof_text(len(buf)))
+        buf += chunk
+
+
+def _check_size(n_bytes: int, limit: int | None) -> None:
+    if limit is not None and n_bytes > limit:
+        raise BadRequest(f"request too large ({n_bytes} bytes > {limit})")
+
+
+def _timeout_text(timeout_s: float, n_bytes: int) -> str:
+    return f"timed out after {timeout_s:g} s waiting for a complete line ({n_bytes} bytes received)"
+
+
+def _eof_text(n_bytes: int) -> str:
+    if n_bytes == 0:
+        return "connection closed before any message was sent"
+    return f"connection closed in the middle of a message ({n_bytes} bytes, no newline)"
