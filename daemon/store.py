@@ -1,0 +1,491 @@
+"""The SQLite store: the only module that imports sqlite_utils.
+
+One ``Store`` per daemon, the single writer (the CLI asks the daemon, it never
+opens the file). It keeps settings, status history, devices, usage sessions,
+hourly sensor buckets and deduplicated messages, all already masked. Stamps are
+stored as ISO 8601 UTC text with milliseconds and ``Z`` (so sub-millisecond
+precision is dropped, and text order is time order); dicts as JSON text. A file
+that is not a valid database is moved aside, never deleted, and a fresh one is
+started; a database from a newer tagstat is refused and left alone. The schema
+lives in ``tagstat.migrations``; retention and size limits in ``prune``.
+"""
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import sqlite_utils
+from tagstat import migrations
+from tagstat.clock import Clock, iso, parse_iso
+from tagstat.errors import StoreError
+from tagstat.records import DeviceRecord, MessageRecord, SensorStat, SessionRecord, StatusChange
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 5000  # only tests and `sqlite3` by hand ever compete with the daemon
+JOURNAL_SIZE_LIMIT_BYTES = 1 << 20  # keep an idle WAL file small after checkpoints
+_CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_U64 = 1 << 64
+_SESSION_UNSIGNED = ("last_bytes", "last_tags", "last_uptime_ms")  # raw u64 device counters
+
+
+class _Corrupt(Exception):
+    """Internal: the file at hand is not a usable SQLite database."""
+
+
+class Store:
+    def __init__(self, db: sqlite_utils.Database, path: Path, recovered_from: Path | None):
+        self._db = db
+        self.path = path
+        self.recovered_from = recovered_from
+
+    @classmethod
+    def open(cls, path: Path, *, clock: Clock | None = None) -> "Store":
+        clock = clock or Clock()
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create database directory {path.parent}: {exc}") from exc
+        recovered = None
+        try:
+            conn = _connect_checked(path)
+        except _Corrupt as exc:
+            recovered = _move_aside(path, clock.utc_now())
+            log.error(
+                "database %s is not a valid sqlite database (%s); moved it to %s "
+                "and started a fresh one",
+                path,
+                exc,
+                recovered,
+            )
+            conn = _connect_checked(path)
+        try:
+            _configure(conn)
+            migrations.migrate(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(
+                f"cannot set up database {path}: {exc}; check that it is "
+                "writable and the disk is not full"
+            ) from exc
+        return cls(sqlite_utils.Database(conn), path, recovered)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def schema_version(self) -> int:
+        return migrations.current_version(self._db.conn)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # An explicit BEGIN, so every statement inside (sqlite-utils' own writes
+        # included, which nest as savepoints) commits or rolls back together.
+        with self._db.conn:
+            self._db.conn.execute("BEGIN IMMEDIATE")
+            yield
+
+    # -- settings and status history --------------------------------------------
+
+    def get_setting(self, key: str, default=None):
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_setting(self, key: str, value) -> None:
+        self._db["settings"].upsert({"key": key, "value": json.dumps(value)}, pk="key")
+
+    def add_status_change(self, change: StatusChange) -> None:
+        row = dataclasses.asdict(change) | {"at": iso(change.at), "persistent": change.persistent}
+        self._db["status_changes"].insert(row)
+
+    def status_changes(self) -> list[StatusChange]:
+        rows = self._db["status_changes"].rows_where(order_by="id")
+        return [
+            StatusChange(
+                at=parse_iso(r["at"]),
+                old=r["old"],
+                new=r["new"],
+                persistent=bool(r["persistent"]),
+                reason=r["reason"],
+            )
+            for r in rows
+        ]
+
+    # -- devices --------------------------------------------------------------------
+
+    def upsert_device(self, rec: DeviceRecord) -> None:
+        row = _device_row(rec)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in _DEVICE_KEEP)
+        columns = ", ".join(row)
+        self._db.execute(
+            f"INSERT INTO devices ({columns}) VALUES ({', '.join('?' * len(row))}) "
+            f"ON CONFLICT (device_id) DO UPDATE SET {updates}",
+            list(row.values()),
+        )
+
+    def devices(self) -> list[DeviceRecord]:
+        rows = self._db["devices"].rows_where(order_by="first_seen, device_id")
+        return [_device_record(r) for r in rows]
+
+    # -- sessions -------------------------------------------------------------------
+
+    def save_session(self, rec: SessionRecord) -> None:
+        self.save_sessions([rec])
+
+    def save_sessions(self, recs: Iterable[SessionRecord]) -> None:
+        rows = [_session_row(r) for r in recs]
+        if not rows:
+            return
+        with self._transaction():
+            self._db["sessions"].upsert_all(rows, pk="session_id", batch_size=500, alter=False)
+
+    def open_sessions(self) -> list[SessionRecord]:
+        rows = self._db["sessions"].rows_where("open = 1", order_by="start, session_id")
+        return [_session_record(r) for r in rows]
+
+    def sessions(
+        self,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        min_status: int = 0,
+        limit: int | None = None,
+    ) -> list[SessionRecord]:
+        """Sessions overlapping [since, until), oldest start first."""
+        where, args = ["status >= ?"], [min_status]
+        if since is not None:
+            where.append('"end" >= ?')
+            args.append(iso(since))
+        if until is not None:
+            where.append("start < ?")
+            args.append(iso(until))
+        rows = self._db["sessions"].rows_where(
+            " AND ".join(where), args, order_by="start, session_id", limit=limit
+        )
+        return [_session_record(r) for r in rows]
+
+    # -- sensors ----------------------------------------------------------------------
+
+    def record_sensors(
+        self, device_id: str, at: dt.datetime, status: int, values: dict[str, float]
+    ) -> None:
+        hour, stamp = iso(_hour_of(at)), iso(at)
+        rows = []
+        for key, value in values.items():
+            number = _finite_or_none(value)
+            if number is None:
+                log.debug("skipping sensor %s: not a number", key)
+                continue
+            rows.append((device_id, hour, status, key, number, number, number, stamp))
+        with self._transaction():
+            self._db.conn.executemany(_SENSOR_UPSERT, rows)
+
+    def sensor_summary(
+        self, device_id: str, since: dt.datetime | None = None, min_status: int = 0
+    ) -> list[SensorStat]:
+        where, args = "device_id = ? AND status >= ?", [device_id, min_status]
+        if since is not None:
+            where += " AND hour >= ? AND last_at >= ?"
+            args += [iso(_hour_of(since)), iso(since)]
+        rows = self._db.execute(_SENSOR_SUMMARY.format(where=where), args).fetchall()
+        return [
+            SensorStat(key=k, last=last, min=lo, max=hi, last_at=parse_iso(at))
+            for k, lo, hi, last, at in rows
+        ]
+
+    # -- messages ---------------------------------------------------------------------
+
+    def record_message(
+        self, source: str, level: str, text: str, at: dt.datetime, status: int, count: int = 1
+    ) -> None:
+        stamp = iso(at)
+        row = (_clean(source), _clean(level), _clean(text), status, count, stamp, stamp)
+        self._db.execute(_MESSAGE_UPSERT, row)
+
+    def messages(
+        self, since: dt.datetime | None = None, min_status: int = 0
+    ) -> list[MessageRecord]:
+        where, args = "status >= ?", [min_status]
+        if since is not None:
+            where += " AND last_seen >= ?"
+            args.append(iso(since))
+        rows = self._db["messages"].rows_where(where, args, order_by="last_seen, id")
+        return [
+            MessageRecord(
+                source=r["source"],
+                level=r["level"],
+                text=r["text"],
+                status=r["status"],
+                count=r["count"],
+                first_seen=parse_iso(r["first_seen"]),
+                last_seen=parse_iso(r["last_seen"]),
+            )
+            for r in rows
+        ]
+
+    # -- retention ----------------------------------------------------------------------
+
+    def prune(
+        self, now: dt.datetime, max_age_s: float, max_bytes: int, max_messages: int
+    ) -> dict[str, int]:
+        """Apply age, row and size limits; returns rows removed per table."""
+        removed = {"sessions": 0, "sensor_buckets": 0, "messages": 0}
+        _add(removed, self._delete_older(iso(now - dt.timedelta(seconds=max_age_s))))
+        removed["messages"] += self._bound_messages(max_messages)
+        while (excess := self._live_bytes() - max_bytes) > 0:
+            cutoff = self._size_cutoff(excess)
+            if cutoff is None:
+                log.warning(
+                    "database still %d bytes over its limit with nothing left to "
+                    "prune; raise the size limit",
+                    excess,
+                )
+                break
+            _add(removed, self._delete_older(cutoff, inclusive=True))
+        self._shrink_file()
+        if any(removed.values()):
+            log.info("pruned %s; database now %d bytes", removed, self.db_size_bytes())
+        return removed
+
+    def _delete_older(self, cutoff: str, inclusive: bool = False) -> dict[str, int]:
+        op = "<=" if inclusive else "<"
+        # A bucket is old once its whole hour is; at the cutoff hour, its last sample decides.
+        statements = {
+            "sessions": f'DELETE FROM sessions WHERE open = 0 AND "end" {op} ?',
+            "sensor_buckets": f"DELETE FROM sensor_buckets WHERE hour <= ? AND last_at {op} ?",
+            "messages": f"DELETE FROM messages WHERE last_seen {op} ?",
+        }
+        with self._transaction():
+            return {
+                table: self._db.conn.execute(sql, [cutoff] * sql.count("?")).rowcount
+                for table, sql in statements.items()
+            }
+
+    def _bound_messages(self, max_messages: int) -> int:
+        with self._transaction():
+            return self._db.conn.execute(
+                "DELETE FROM messages WHERE id NOT IN "
+                "(SELECT id FROM messages ORDER BY last_seen DESC, id DESC LIMIT ?)",
+                [max(0, max_messages)],
+            ).rowcount
+
+    def _size_cutoff(self, excess_bytes: int) -> str | None:
+        """The stamp up to which rows must go to free about ``excess_bytes``."""
+        total = self._db.execute(f"SELECT count(*) FROM ({_AGES})").fetchone()[0]
+        if total == 0:
+            return None
+        # Rows are of similar size, so remove a proportional share plus a margin.
+        share = min(1.0, excess_bytes / max(1, self._live_bytes()) + 0.02)
+        offset = min(total, max(1, int(total * share))) - 1
+        row = self._db.execute(f"{_AGES} ORDER BY 1 LIMIT 1 OFFSET ?", [offset]).fetchone()
+        return row[0]
+
+    def _live_bytes(self) -> int:
+        pages = self._pragma("page_count") - self._pragma("freelist_count")
+        return pages * self._pragma("page_size")
+
+    def _pragma(self, name: str) -> int:
+        return self._db.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def _shrink_file(self) -> None:
+        if self._pragma("auto_vacuum") == 2:
+            # Each step of this pragma frees one page, and execute() steps once;
+            # executescript() steps it to the end.
+            self._db.conn.executescript("PRAGMA incremental_vacuum;")
+        elif self._pragma("freelist_count"):
+            self._db.execute("VACUUM")  # a database created without auto_vacuum
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def purge_collected(self) -> None:
+        with self._transaction():
+            for table in ("sessions", "sensor_buckets", "messages", "devices"):
+                self._db.conn.execute(f"DELETE FROM {table}")
+        self._shrink_file()
+        log.info("purged collected data; settings and status history kept")
+
+    def db_size_bytes(self) -> int:
+        return sum(_file_size(Path(f"{self.path}{suffix}")) for suffix in ("", "-wal"))
+
+
+# -- opening ------------------------------------------------------------------------------
+
+
+def _connect_checked(path: Path) -> sqlite3.Connection:
+    """Connect and check integrity and version, reading only, so a refused file is untouched."""
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"cannot open database {path}: {exc}; check that the directory exists and is writable"
+        ) from exc
+    try:
+        _check(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        result = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+        version = migrations.current_version(conn)
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", None) in _CORRUPT_CODES:
+            raise _Corrupt(str(exc)) from exc
+        raise StoreError(f"cannot read database {path}: {exc}") from exc
+    if result != ["ok"]:
+        raise _Corrupt("; ".join(result[:3]))
+    if version > migrations.latest_version():
+        raise StoreError(
+            f"database schema {version} is newer than this tagstat "
+            f"({migrations.latest_version()}); upgrade tagstat"
+        )
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    # auto_vacuum only takes effect before the first table exists, so that prune
+    # can give freed pages back to the file system.
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal")
+    # In WAL mode, synchronous=NORMAL makes a commit durable against a crash or
+    # kill of the process (the WAL is written before commit returns) and never
+    # corrupts the file; only a power cut may lose the last commits, which for
+    # usage statistics is an acceptable price for not syncing on every checkpoint.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}")
+
+
+def _move_aside(path: Path, now: dt.datetime) -> Path:
+    target = Path(f"{path}.corrupt-{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}")
+    n = 1
+    while target.exists():  # two recoveries within one second
+        target, n = Path(f"{path}.corrupt-{now.astimezone(dt.UTC):%Y%m%dT%H%M%SZ}-{n}"), n + 1
+    try:
+        for suffix in ("-wal", "-shm", ""):  # the main file last: it is what marks a database
+            source = Path(f"{path}{suffix}")
+            if source.exists():
+                os.replace(source, f"{target}{suffix}")
+    except OSError as exc:
+        raise StoreError(
+            f"database {path} is corrupt and could not be moved aside "
+            f"to {target}: {exc}; move or delete it by hand"
+        ) from exc
+    return target
+
+
+# -- rows <-> records ------------------------------------------------------------------------
+
+_DEVICE_KEEP = {"device_id", "first_seen"}
+_DEVICE_JSON = ("calibration", "configuration")
+
+
+def _device_row(rec: DeviceRecord) -> dict:
+    row = dataclasses.asdict(rec)
+    for key in _DEVICE_JSON:
+        row[key] = json.dumps(row[key])
+    return row | {"first_seen": iso(rec.first_seen), "last_seen": iso(rec.last_seen)}
+
+
+def _device_record(row: dict) -> DeviceRecord:
+    values = dict(row) | {k: json.loads(row[k]) for k in _DEVICE_JSON}
+    values |= {"first_seen": parse_iso(row["first_seen"]), "last_seen": parse_iso(row["last_seen"])}
+    return DeviceRecord(**values)
+
+
+def _session_row(rec: SessionRecord) -> dict:
+    row = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
+    for key in ("start", "end", "checkpoint_at"):
+        row[key] = iso(row[key])
+    for key in _SESSION_UNSIGNED:
+        row[key] = row[key] - _U64 if row[key] >= 1 << 63 else row[key]
+    row["initial_sensors"] = json.dumps(rec.initial_sensors)
+    row["open"] = int(rec.open)
+    return row
+
+
+def _session_record(row: dict) -> SessionRecord:
+    values = dict(row)
+    for key in ("start", "end", "checkpoint_at"):
+        values[key] = parse_iso(row[key])
+    for key in _SESSION_UNSIGNED:
+        values[key] = row[key] + _U64 if row[key] < 0 else row[key]
+    values["initial_sensors"] = json.loads(row["initial_sensors"])
+    values["open"] = bool(row["open"])
+    return SessionRecord(**values)
+
+
+def _hour_of(at: dt.datetime) -> dt.datetime:
+    return at.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _finite_or_none(value) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if number != number else number  # NaN would become NULL in SQLite
+
+
+def _clean(text: str) -> str:
+    # A lone surrogate (from a badly decoded device string) cannot be stored as UTF-8.
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _add(total: dict[str, int], more: dict[str, int]) -> None:
+    for key, n in more.items():
+        total[key] += n
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+_SENSOR_UPSERT = """
+INSERT INTO sensor_buckets (device_id, hour, status, key, min, max, last, last_at, n)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)
+ON CONFLICT (device_id, hour, status, key) DO UPDATE SET
+    min = min(min, excluded.min),
+    max = max(max, excluded.max),
+    last = CASE WHEN excluded.last_at >= last_at THEN excluded.last ELSE last END,
+    last_at = max(last_at, excluded.last_at),
+    n = n + 1
+"""
+
+_SENSOR_SUMMARY = """
+SELECT key, lo, hi, last, last_at FROM (
+    SELECT key, last, last_at,
+        min(min) OVER (PARTITION BY key) AS lo,
+        max(max) OVER (PARTITION BY key) AS hi,
+        row_number() OVER (PARTITION BY key ORDER BY last_at DESC) AS rank
+    FROM sensor_buckets WHERE {where}
+) WHERE rank = 1 ORDER BY key
+"""
+
+_MESSAGE_UPSERT = """
+INSERT INTO messages (source, level, text, status, count, first_seen, last_seen)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (source, level, text, status) DO UPDATE SET
+    count = count + excluded.count,
+    first_seen = min(first_seen, excluded.first_seen),
+    last_seen = max(last_seen, excluded.last_seen)
+"""
+
+# The age of every prunable row, so the size limit removes the oldest data first.
+_AGES = """
+SELECT "end" FROM sessions WHERE open = 0
+UNION ALL SELECT last_at FROM sensor_buckets
+UNION ALL SELECT last_seen FROM messages
+"""
