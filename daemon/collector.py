@@ -1,0 +1,190 @@
+"""The boundary where device data enters tagstat, masked on the way in.
+
+``Collector`` scans for Time Taggers, reads each one on its own schedule and
+hands back only masked observations: the serial is learned from the USB
+descriptor and replaced, and every string of sensor data, configuration,
+calibration and messages is scrubbed, before anything leaves this module.
+Nothing behind it (sessions, store, report, logs) ever sees a serial.
+
+Schedules: counters and messages every poll, sensors every
+``sensor_interval_s``, calibration and configuration when a device appears
+and every ``config_interval_s``. One failed reading is logged and counted,
+never fatal.
+"""
+
+import dataclasses
+import hashlib
+import hmac
+import logging
+
+from tagstat.drivers.errors import DeviceError, DeviceGoneError
+from tagstat.drivers.protocol import Counters
+from tagstat.drivers.timetagger import DeviceMessage, TimeTagger
+from tagstat.masking import Masker
+
+log = logging.getLogger(__name__)
+
+# Models that are built for a USB 3 link and slow down on USB 2.
+USB3_MODELS = ("Time Tagger Ultra", "Time Tagger X")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceView:
+    """A device as tagstat may know it: masked identity."""
+
+    device_id: str
+    model: str
+    serial_masked: str
+    usb_speed: str
+    firmware: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """What one poll of one device gave, masked."""
+
+    device: DeviceView
+    counters: Counters | None
+    boot_tag: str
+    sensors: dict | None  # flat {"path/to/key": value}; None if not read this poll
+    sensors_raw: dict | None  # the masked nested dictionary, for the session's start
+    calibration: dict | None
+    configuration: dict | None
+    messages: list[tuple[str, str]]  # (level, masked text)
+    errors: list[str]  # masked descriptions of failed readings
+
+
+@dataclasses.dataclass
+class _Attached:
+    tt: TimeTagger
+    view: DeviceView
+    next_sensors: float = 0.0
+    next_config: float = 0.0
+    msg_seq: int | None = None
+    msg_boot: str = ""  # message sequence numbers restart when the device reboots
+
+
+class Collector:
+    """Reads every attached Time Tagger and masks what it reads."""
+
+    def __init__(self, discovery, masker: Masker, secret: bytes, config, cursor_store=None):
+        self._discovery = discovery
+        self._masker = masker
+        self._secret = secret
+        self._config = config
+        self._cursors = cursor_store  # get(device_id, boot_tag) / put(device_id, boot_tag, seq)
+        self._attached: dict[int, _Attached] = {}
+
+    def attached(self) -> list[DeviceView]:
+        return [a.view for a in self._attached.values()]
+
+    def poll(self, mono_s: float) -> tuple[list[Observation], list[DeviceView], list[str]]:
+        """One poll: (observations, devices that went away, scan errors)."""
+        scan = self._discovery.scan()
+        gone = []
+        for ident in scan.removed:
+            for key, a in list(self._attached.items()):
+                if a.tt.identity == ident:
+                    gone.append(self._attached.pop(key).view)
+        for tt in scan.added:
+            self._attached[id(tt)] = _Attached(tt, self._view(tt))
+        observations = []
+        for key, a in list(self._attached.items()):
+            obs = self._read(a, mono_s)
+            if obs is None:  # vanished mid-read
+                gone.append(self._attached.pop(key).view)
+            else:
+                observations.append(obs)
+        errors = [self._masker.scrub_text(str(e)) for e in scan.errors]
+        return observations, gone, errors
+
+    def forget_all(self) -> list[DeviceView]:
+        views = [a.view for a in self._attached.values()]
+        for a in self._attached.values():
+            a.tt.close()
+        self._attached.clear()
+        return views
+
+    # -- internals ---------------------------------------------------------
+
+    def _view(self, tt: TimeTagger) -> DeviceView:
+        ident = tt.identity
+        self._masker.learn(ident.serial)
+        return DeviceView(
+            device_id=self._masker.device_id(ident.serial),
+            model=self._masker.scrub_text(ident.model),
+            serial_masked=self._masker.masked_serial(ident.serial),
+            usb_speed=ident.usb_speed,
+            firmware=self._masker.scrub_text(ident.firmware),
+        )
+
+    def boot_tag(self, boot_id: bytes) -> str:
+        # The boot id is device data; store only a keyed hash of it.
+        return hmac.new(self._secret, b"boot:" + boot_id, hashlib.sha256).hexdigest()[:16]
+
+    def _read(self, a: _Attached, mono_s: float) -> Observation | None:
+        errors: list[str] = []
+        m = self._masker
+
+        def attempt(what, fn):
+            try:
+                return fn()
+            except DeviceGoneError:
+                raise
+            except DeviceError as e:
+                errors.append(f"{what}: {m.scrub_text(str(e))}")
+                return None
+
+        try:
+            counters = attempt("counters", a.tt.read_counters)
+            boot_tag = self.boot_tag(counters.boot_id) if counters else ""
+            sensors = sensors_raw = calibration = configuration = None
+            if mono_s >= a.next_sensors:
+                a.next_sensors = mono_s + self._config.sensor_interval_s
+                raw = attempt("sensors", a.tt.read_sensors)
+                if raw is not None:
+                    sensors_raw = m.scrub(raw)
+                    sensors = flatten_numbers(sensors_raw)
+            if mono_s >= a.next_config:
+                a.next_config = mono_s + self._config.config_interval_s
+                calibration = attempt("calibration", a.tt.read_calibration)
+                configuration = attempt("configuration", a.tt.read_configuration)
+                calibration = m.scrub(calibration) if calibration is not None else None
+                configuration = m.scrub(configuration) if configuration is not None else None
+            messages = self._messages(a, boot_tag, attempt) if counters else []
+        except DeviceGoneError:
+            a.tt.close()
+            return None
+        return Observation(
+            a.view, counters, boot_tag, sensors, sensors_raw,
+            calibration, configuration, messages, errors,
+        )  # fmt: skip
+
+    def _messages(self, a: _Attached, boot_tag: str, attempt) -> list[tuple[str, str]]:
+        if a.msg_seq is None or a.msg_boot != boot_tag:
+            a.msg_boot = boot_tag
+            a.msg_seq = self._cursors.get(a.view.device_id, boot_tag) if self._cursors else 0
+        got = attempt("messages", lambda: a.tt.read_messages(a.msg_seq))
+        if got is None:
+            return []
+        msgs, nxt = got
+        if nxt != a.msg_seq and self._cursors:
+            self._cursors.put(a.view.device_id, boot_tag, nxt)
+        a.msg_seq = nxt
+        return [(msg.level, self._masker.scrub_text(msg.text)) for msg in msgs]
+
+
+def flatten_numbers(tree, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested dictionary as {"a/b/c": value}."""
+    out: dict[str, float] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(flatten_numbers(v, f"{prefix}{k}/"))
+    elif isinstance(tree, bool):
+        pass
+    elif isinstance(tree, int | float):
+        out[prefix.rstrip("/")] = float(tree)
+    return out
+
+
+__all__ = ["Collector", "DeviceMessage", "DeviceView", "Observation", "flatten_numbers"]

@@ -1,0 +1,111 @@
+"""The usage-statistics report: one JSON document built from the store.
+
+The same builder serves ``getUsageStatisticsReport()`` and (later) the upload,
+so what a user sees is what would be sent. Every field is described in
+``docs/DATA.md``; a test fails if the report gains a field the document does
+not describe. All data in the store is already masked.
+"""
+
+import datetime as dt
+import json
+import platform
+import uuid
+
+import tagstat
+from tagstat.clock import iso
+from tagstat.records import SessionRecord
+from tagstat.status import UsageStatisticsStatus
+
+SCHEMA_VERSION = 1
+
+
+def build_report(
+    store,
+    *,
+    user_id: str,
+    status: UsageStatisticsStatus,
+    host: dict | None,
+    now: dt.datetime,
+    since: dt.datetime | None = None,
+    min_status: int = 0,
+    report_id: str | None = None,
+) -> dict:
+    """The report over [since, now] of data collected under at least ``min_status``."""
+    sessions = store.sessions(since=since, min_status=min_status)
+    messages = store.messages(since=since, min_status=min_status)
+    devices = [
+        _device(store, d, since, min_status)
+        for d in store.devices()
+        if d.last_seen >= (since or d.last_seen)
+    ]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "report_id": report_id or str(uuid.uuid4()),
+        "generated_at": iso(now),
+        "period": {"start": iso(since) if since else _first_start(sessions), "end": iso(now)},
+        "user_id": user_id,
+        "status": status.name,
+        "software": {"tagstat": tagstat.__version__, "python": platform.python_version()},
+        "host": host,
+        "devices": devices,
+        "sessions": [session_entry(s) for s in sessions],
+        "messages": [
+            {
+                "source": "daemon" if m.source == "daemon" else "device",
+                "device_id": None if m.source == "daemon" else m.source,
+                "level": m.level,
+                "text": m.text,
+                "count": m.count,
+                "first_seen": iso(m.first_seen),
+                "last_seen": iso(m.last_seen),
+            }
+            for m in messages
+        ],
+    }
+
+
+def report_json(report: dict) -> str:
+    return json.dumps(report, sort_keys=False, separators=(",", ":"))
+
+
+def session_entry(s: SessionRecord) -> dict:
+    return {
+        "device_id": s.device_id,
+        "start": iso(s.start),
+        "end": iso(s.end),
+        "duration_s": round(s.duration_s, 3),
+        "bytes": s.bytes_total,
+        "tags": s.tags_total,
+        "data_rate": {
+            "min": round(s.rate_min_bytes_per_s, 1),
+            "avg": round(s.rate_avg_bytes_per_s, 1),
+            "max": round(s.rate_max_bytes_per_s, 1),
+        },
+        "usb_speed": s.usb_speed,
+        "initial_sensors": s.initial_sensors,
+        "open": s.open,
+        "end_reason": s.end_reason,
+    }
+
+
+def _device(store, d, since, min_status) -> dict:
+    sensors = {
+        st.key: {"last": st.last, "min": st.min, "max": st.max}
+        for st in store.sensor_summary(d.device_id, since=since, min_status=min_status)
+    }
+    return {
+        "device_id": d.device_id,
+        "model": d.model,
+        "serial": d.serial_masked,
+        "usb_speed": d.usb_speed,
+        "firmware": d.firmware,
+        "calibration": d.calibration,
+        "configuration": d.configuration,
+        "sensors": sensors,
+        "first_seen": iso(d.first_seen),
+        "last_seen": iso(d.last_seen),
+    }
+
+
+def _first_start(sessions) -> str | None:
+    return iso(min(s.start for s in sessions)) if sessions else None

@@ -1,0 +1,302 @@
+"""tagstatd: the one place that builds every component and runs the poll loop.
+
+``build_service`` wires configuration, store, masking, status, host
+information, the USB discovery (real libusb, or a simulated Time Tagger with
+``--simulate``) and the recorder. ``Service`` runs the loop, which waits on a
+stop event so that SIGTERM and SIGINT end it promptly, and implements the
+controller that the control socket dispatches to. The clock, the paths and the
+USB backend are injectable.
+"""
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from tagstat.clock import Clock, iso
+from tagstat.collector import Collector
+from tagstat.config import Config, load_config
+from tagstat.errors import ConfigError, TagstatError
+from tagstat.hostinfo import HostInfoCache
+from tagstat.logsetup import setup_logging
+from tagstat.masking import Masker, load_or_create_secret
+from tagstat.paths import Paths
+from tagstat.recorder import Recorder
+from tagstat.report import build_report, report_json, session_entry
+from tagstat.status import UsageStatisticsStatus
+from tagstat.status_keeper import StatusKeeper
+from tagstat.store import Store
+
+log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_S = 3600.0
+EX_CONFIG = 78  # sysexits: a configuration error; systemd must not restart-loop on it
+
+
+class MessageCursors:
+    """Where each device's message log was read up to, so a restart re-reads nothing."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def get(self, device_id: str, boot_tag: str) -> int:
+        saved = self._store.get_setting(f"msg_cursor:{device_id}") or {}
+        return saved.get("seq", 0) if saved.get("boot") == boot_tag else 0
+
+    def put(self, device_id: str, boot_tag: str, seq: int) -> None:
+        self._store.set_setting(f"msg_cursor:{device_id}", {"boot": boot_tag, "seq": seq})
+
+
+@dataclasses.dataclass
+class Service:
+    config: Config
+    paths: Paths
+    clock: Clock
+    store: Store
+    masker: Masker
+    keeper: StatusKeeper
+    hostinfo: HostInfoCache
+    collector: Collector
+    recorder: Recorder
+    daemon_messages: object = None  # logsetup.DaemonMessageQueue
+    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+    polls: int = 0
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self, stop: threading.Event, on_poll=None) -> None:
+        interval = self.config.poll_interval_s
+        next_poll = self.clock.monotonic()
+        next_checkpoint = next_poll + self.config.checkpoint_s
+        next_prune = next_poll
+        while not stop.is_set():
+            now = self.clock.monotonic()
+            if now >= next_poll:
+                self.poll_once()
+                # Stay on the grid; after a stall skip the missed polls, don't burst.
+                next_poll += interval * max(1, int((now - next_poll) // interval) + 1)
+                if on_poll:
+                    on_poll(self)
+            if now >= next_checkpoint:
+                self.checkpoint()
+                next_checkpoint = now + self.config.checkpoint_s
+            if now >= next_prune:
+                self.prune()
+                next_prune = now + PRUNE_INTERVAL_S
+            stop.wait(max(0.0, min(next_poll, next_checkpoint) - self.clock.monotonic()))
+
+    def poll_once(self) -> None:
+        with self.lock:
+            status = self.keeper.current
+            if status == UsageStatisticsStatus.Disabled:
+                self._drop_daemon_messages()
+                return
+            mono = self.clock.monotonic()
+            try:
+                observations, gone, errors = self.collector.poll(mono)
+            except TagstatError as e:
+                log.warning("usb scan failed: %s", e)
+                observations, gone, errors = [], [], []
+            utc = self.clock.utc_now()
+            for err in errors:
+                log.warning("cannot open a time tagger: %s", err)
+            for view in gone:
+                log.info("%s %s detached", view.model, view.serial_masked)
+                self.recorder.device_gone(view)
+            for obs in observations:
+                self.recorder.record(obs, utc, mono, int(status))
+            if self.polls == 0:
+                self.recorder.end_unclaimed_resumes()
+            self.polls += 1
+            self._store_daemon_messages(int(status))
+
+    def checkpoint(self) -> None:
+        with self.lock:
+            self.recorder.checkpoint()
+
+    def prune(self) -> None:
+        with self.lock:
+            c = self.config
+            removed = self.store.prune(
+                self.clock.utc_now(), c.retention_days * 86400, c.retention_max_bytes,
+                c.max_messages,
+            )  # fmt: skip
+            if any(removed.values()):
+                log.info("retention removed %s", removed)
+
+    def shutdown(self) -> None:
+        """Checkpoint open sessions (they resume after a restart) and close the store."""
+        with self.lock:
+            self.recorder.checkpoint()
+            self._store_daemon_messages(int(self.keeper.current))
+            self.collector.forget_all()
+            self.store.close()
+
+    def _store_daemon_messages(self, status: int) -> None:
+        if self.daemon_messages is None or status == UsageStatisticsStatus.Disabled:
+            return self._drop_daemon_messages()
+        for level, text, _created in self.daemon_messages.drain():
+            # Daemon texts may name local paths and hosts: scrub them like device texts.
+            self.store.record_message(
+                "daemon", level, self.masker.scrub_text(text), self.clock.utc_now(), status
+            )
+
+    def _drop_daemon_messages(self) -> None:
+        if self.daemon_messages is not None:
+            self.daemon_messages.drain()
+
+    # -- the controller (called from control-socket threads) ---------------
+
+    def get_status(self) -> dict:
+        return self.keeper.describe()
+
+    def set_status(self, status, persistent: bool) -> dict:
+        status = UsageStatisticsStatus.parse(status)
+        with self.lock:
+            old = self.keeper.set(status, persistent)
+            if status != old:
+                log.info("status changed from %s to %s", old.name, status.name)
+                if status == UsageStatisticsStatus.Disabled:
+                    self.recorder.close_all("disabled", forget=True)
+                    self.collector.forget_all()
+                else:
+                    self.recorder.close_all("status_change")
+            return self.keeper.describe()
+
+    def get_report(self) -> str:
+        host = self.hostinfo.get(timeout_s=2.0)
+        with self.lock:
+            self.recorder.checkpoint()
+            report = build_report(
+                self.store,
+                user_id=self.keeper.user_id,
+                status=self.keeper.current,
+                host=host.to_report() if host else None,
+                now=self.clock.utc_now(),
+            )
+        return report_json(report)
+
+    def list_devices(self) -> list[dict]:
+        with self.lock:
+            attached = {v.device_id for v in self.collector.attached()}
+            return [
+                {
+                    "device_id": d.device_id,
+                    "model": d.model,
+                    "serial": d.serial_masked,
+                    "usb_speed": d.usb_speed,
+                    "firmware": d.firmware,
+                    "attached": d.device_id in attached,
+                    "last_seen": iso(d.last_seen),
+                }
+                for d in self.store.devices()
+            ]
+
+    def list_sessions(self) -> list[dict]:
+        with self.lock:
+            self.recorder.checkpoint()
+            models = {d.device_id: d.model for d in self.store.devices()}
+            out = []
+            for s in self.store.sessions():
+                entry = session_entry(s)
+                entry.pop("initial_sensors")
+                out.append({"session_id": s.session_id, "model": models.get(s.device_id), **entry})
+            return out
+
+
+def build_service(
+    paths: Paths, config: Config, *, clock: Clock | None = None, backend=None
+) -> Service:
+    from tagstat.drivers.discovery import Discovery
+
+    clock = clock or Clock()
+    paths.ensure()
+    secret = load_or_create_secret(paths.secret_file)
+    masker = Masker(secret)
+    store = Store.open(paths.database, clock=clock)
+    keeper = StatusKeeper(store, clock, UsageStatisticsStatus.parse(config.initial_status))
+    if store.recovered_from:
+        msg = "the database was not readable and was moved aside; a new one was started"
+        log.error("%s: %s", msg, store.recovered_from)
+        store.record_message("daemon", "error", msg, clock.utc_now(), int(keeper.current))
+    hostinfo = HostInfoCache(paths.hostinfo_cache)
+    hostinfo.start()
+    discovery = Discovery(
+        backend=backend, product_ids=config.product_ids, timeout_ms=config.usb_timeout_ms
+    )
+    collector = Collector(discovery, masker, secret, config, MessageCursors(store))
+    recorder = Recorder(store, config.idle_timeout_s)
+    return Service(config, paths, clock, store, masker, keeper, hostinfo, collector, recorder)
+
+
+def simulated_backend(paths: Paths, scenario: str | None):
+    """A pyusb backend serving simulated Time Taggers whose state outlives the daemon."""
+    from tagstat.drivers.sim.model import Simulation
+    from tagstat.drivers.sim.pyusb_backend import SimBackend
+    from tagstat.drivers.sim.scenario import default_scenario, load_scenario
+
+    sc = load_scenario(Path(scenario)) if scenario else default_scenario()
+    return SimBackend(Simulation(sc, state_dir=paths.simulator_dir))
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="tagstatd", description=__doc__.split("\n\n")[0])
+    p.add_argument("--home", help="keep config, database and socket in DIR (env TAGSTAT_HOME)")
+    p.add_argument(
+        "--simulate",
+        nargs="?",
+        const="",
+        metavar="SCENARIO",
+        help="attach simulated Time Taggers (default scenario, or a TOML scenario file)",
+    )
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    paths = Paths.resolve(args.home)
+    try:
+        config = load_config(paths.config_file)
+        backend = simulated_backend(paths, args.simulate) if args.simulate is not None else None
+        service = build_service(paths, config, backend=backend)
+    except ConfigError as e:
+        print(f"tagstatd: configuration error: {e}", file=sys.stderr)
+        return EX_CONFIG
+    except TagstatError as e:
+        print(f"tagstatd: error: {e}", file=sys.stderr)
+        return 1
+    service.daemon_messages = setup_logging(service.masker, args.log_level)
+    return serve(service)
+
+
+def serve(service: Service) -> int:
+    from tagstat.control import ControlServer
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server = ControlServer(service.paths.socket, service)
+    try:
+        server.start()
+    except TagstatError as e:
+        log.error("%s", e)
+        service.shutdown()
+        return 1
+    log.info("tagstatd started: status %s, socket %s", service.keeper.current.name,
+             service.paths.socket)  # fmt: skip
+    try:
+        service.run(stop)
+    finally:
+        server.stop()
+        service.shutdown()
+        log.info("tagstatd stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The usage-statistics status, the install's user id, and their history.
+
+The persistent status lives in the store's settings; a change made with
+``persistent_config=False`` is held in memory only and is gone when the
+daemon restarts, as with the vendor's API. Every change is recorded with its
+time, because uploads depend on when consent was given. A new install starts
+at the configured ``initial_status`` (``Collecting``: local only).
+"""
+
+import threading
+import uuid
+
+from tagstat.clock import iso
+from tagstat.records import StatusChange
+from tagstat.status import UsageStatisticsStatus
+
+
+class StatusKeeper:
+    def __init__(self, store, clock, initial_status: UsageStatisticsStatus):
+        self._store = store
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._temporary: UsageStatisticsStatus | None = None
+        stored = store.get_setting("status")
+        if stored is None:
+            self._persistent = initial_status
+            store.set_setting("status", int(initial_status))
+            store.add_status_change(
+                StatusChange(clock.utc_now(), None, int(initial_status), True, "install")
+            )
+        else:
+            self._persistent = UsageStatisticsStatus.parse(stored)
+        if store.get_setting("user_id") is None:
+            store.set_setting("user_id", str(uuid.uuid4()))
+
+    @property
+    def user_id(self) -> str:
+        return self._store.get_setting("user_id")
+
+    @property
+    def current(self) -> UsageStatisticsStatus:
+        t = self._temporary
+        return t if t is not None else self._persistent
+
+    @property
+    def is_temporary(self) -> bool:
+        return self._temporary is not None
+
+    def set(self, status, persistent: bool, reason: str = "api") -> UsageStatisticsStatus:
+        """Change the status; returns the previous one."""
+        status = UsageStatisticsStatus.parse(status)
+        with self._lock:
+            old = self.current
+            if persistent:
+                self._persistent = status
+                self._temporary = None
+                self._store.set_setting("status", int(status))
+            else:
+                self._temporary = status
+            self._store.add_status_change(
+                StatusChange(self._clock.utc_now(), int(old), int(status), persistent, reason)
+            )
+        return old
+
+    def since(self):
+        """When the status in force was set."""
+        changes = self._store.status_changes()
+        return changes[-1].at if changes else None
+
+    def describe(self) -> dict:
+        since = self.since()
+        cur = self.current
+        return {
+            "status": int(cur),
+            "name": cur.name,
+            "persistent": not self.is_temporary,
+            "since": iso(since) if since else None,
+        }
