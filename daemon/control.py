@@ -4,8 +4,9 @@
 connection (see ``tagstat.wire``), checks it, hands it to a ``Controller``
 (implemented by ``tagstat.service``) and writes one reply. Each connection
 runs in its own daemon thread with a read deadline, and the number of
-connections served at once is bounded, so a slow or hostile client can
-neither block others nor exhaust the daemon. No single request can take the
+connections served at once is bounded (later ones wait in the listen
+backlog), so a slow or hostile client can neither block others nor exhaust
+the daemon. No single request can take the
 server down: every failure becomes an error reply. ``authorize`` is the seam
 for peer-credential checks; today it allows everything.
 """
@@ -19,6 +20,7 @@ import socketserver
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 16
 # serve_forever checks for shutdown this often; it bounds how long stop() takes.
 _POLL_INTERVAL_S = 0.05
+_DRAIN_MAX_BYTES = 4 * 1024 * 1024
 
 
 class Controller(Protocol):
@@ -88,6 +91,7 @@ class ControlServer:
         self.socket_mode = socket_mode
         self.authorize = authorize
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -119,6 +123,7 @@ class ControlServer:
         server, self._server = self._server, None
         if server is None:
             return
+        self._stopping.set()
         server.shutdown()
         server.server_close()
         if self._thread is not None:
@@ -144,6 +149,7 @@ class ControlServer:
             log.exception("control request failed unexpectedly")
             reply = wire.error_reply("InternalError", "internal error")
         self._send(sock, reply)
+        self._drain(sock)
 
     def _reply_for(self, sock: socket.socket) -> dict:
         try:
@@ -195,8 +201,22 @@ class ControlServer:
         except OSError as exc:  # the client went away or stopped reading; its loss
             log.debug("could not send control reply: %s", exc)
 
-    def _try_slot(self) -> bool:
-        return self._slots.acquire(blocking=False)
+    def _drain(self, sock: socket.socket) -> None:
+        # Closing a Unix socket with unread input resets the connection, which can
+        # discard the reply before the client reads it (say, after "too large"). So
+        # read on to EOF, bounded in time and bytes.
+        deadline = time.monotonic() + self.timeout_s
+        left = _DRAIN_MAX_BYTES
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while left > 0 and (remaining_s := deadline - time.monotonic()) > 0:
+                sock.settimeout(remaining_s)
+                chunk = sock.recv(min(left, 65536))
+                if not chunk:
+                    return
+                left -= len(chunk)
+        except OSError:
+            pass
 
     def _release_slot(self) -> None:
         self._slots.release()
@@ -205,14 +225,15 @@ class ControlServer:
 class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 64
     control: ControlServer
 
     def process_request(self, request, client_address):
-        # Refuse at once rather than queue threads when too many clients are connected.
-        if not self.control._try_slot():
-            self.control._send(request, wire.error_reply("Busy", "tagstatd is busy; try again"))
-            self.shutdown_request(request)
-            return
+        # Wait for a free slot; meanwhile later clients queue in the listen backlog.
+        while not self.control._slots.acquire(timeout=_POLL_INTERVAL_S):
+            if self.control._stopping.is_set():
+                self.shutdown_request(request)
+                return
         super().process_request(request, client_address)
 
     def process_request_thread(self, request, client_address):
