@@ -16,6 +16,7 @@ import types
 import usb.backend
 import usb.core
 import usb.util
+
 from tagstat.drivers.sim import descriptors
 from tagstat.drivers.sim.model import (
     SimBusy,

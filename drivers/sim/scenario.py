@@ -90,7 +90,7 @@ def parse_scenario(data, source: str) -> Scenario:
     """Validate a decoded scenario; every error names ``source``, the device and the key."""
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: a scenario must be a table, got {type(data).__name__}")
-    unknown = sorted(set(data) - {"device"})
+    unknown = sorted(str(k) for k in set(data) - {"device"})
     if unknown:
         raise ScenarioError(f"{source}: {unknown[0]}: unknown key (expected [[device]] tables)")
     tables = data.get("device", [])
@@ -118,13 +118,13 @@ class _Device:
         raise ScenarioError(f"{self.where}: {key}: {message}")
 
     def parse(self) -> DeviceScenario:
-        unknown = sorted(set(self.table) - set(DEVICE_KEYS))
-        if unknown:
-            self.fail(unknown[0], f"unknown key (known: {', '.join(DEVICE_KEYS)})")
         serial = self.string("serial", None)
-        if not SERIAL_RE.match(serial):
+        if not SERIAL_RE.fullmatch(serial):
             self.fail("serial", f"must be 4 digits then 6 of 0-9A-Z, got {serial!r}")
         self.where += f" ({serial})"
+        unknown = sorted(str(k) for k in set(self.table) - set(DEVICE_KEYS))
+        if unknown:
+            self.fail(unknown[0], f"unknown key (known: {', '.join(DEVICE_KEYS)})")
         model = self.choice("model", MODELS, None)
         default_speed = "high" if model == "Time Tagger 20" else "super"
         usb_speed = self.choice("usb_speed", USB_SPEEDS, default_speed)
