@@ -205,6 +205,9 @@ class UMockdevHarness:
         syspath, handler = self._devices.pop(key)
         handler.removed = True  # open handles now see ENODEV, like after an unplug
         self.testbed.detach_ioctl(handler.devnode)
+        # remove_device() alone sends no uevent; libusb's udev monitor needs one
+        # to drop the device from its list, as the kernel sends on an unplug.
+        self.testbed.uevent(syspath, "remove")
         self.testbed.remove_device(syspath)
         log.debug("removed simulated device %s", handler.devnode)
 

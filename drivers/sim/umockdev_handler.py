@@ -88,6 +88,8 @@ class DeviceIoctlHandler:
             client.complete(-1, errno.ENODATA)  # no kernel driver bound: usbfs says so
         elif request == fs.USBDEVFS_GET_SPEED:
             client.complete(_USB_SPEED.get(self.device.usb_speed, 0), 0)
+        elif request == fs.USBDEVFS_SETCONFIGURATION:
+            self._set_configuration(client)
         elif request in fs.INTRUSIVE or request == fs.USBDEVFS_DROP_PRIVILEGES:
             client.complete(0, 0)  # recorded above; answered as the kernel would
         else:
@@ -158,16 +160,27 @@ class DeviceIoctlHandler:
             data_ref = ctrl_data.resolve(fs.CTRL_DATA_OFFSET, ctrl.wLength)
             data = bytes(data_ref.retrieve())
         outcome = self._transfer(setup + data)
-        if outcome is None:
-            client.complete(-1, errno.ETIMEDOUT)  # the kernel times out a sync transfer itself
-        elif outcome == -errno.ENODEV:
-            client.complete(-1, errno.ENODEV)
-        elif outcome[0]:
-            client.complete(-1, -outcome[0])
+        if outcome is None or outcome == -errno.ENODEV or outcome[0]:
+            client.complete(-1, self._sync_errno(outcome))
+            return
+        if outcome[1]:
+            data_ref.update(0, list(outcome[1]))
+        client.complete(len(outcome[1]) if ctrl.bRequestType & 0x80 else ctrl.wLength, 0)
+
+    def _set_configuration(self, client) -> None:
+        # The kernel sends SET_CONFIGURATION to the device, so the model sees it too.
+        value = int.from_bytes(bytes(client.get_arg().resolve(0, 4).retrieve()), "little")
+        outcome = self._transfer(_SETUP.pack(0x00, 0x09, value & 0xFFFF, 0, 0))
+        if outcome is None or outcome == -errno.ENODEV or outcome[0]:
+            client.complete(-1, self._sync_errno(outcome))
         else:
-            if outcome[1]:
-                data_ref.update(0, list(outcome[1]))
-            client.complete(len(outcome[1]) if ctrl.bRequestType & 0x80 else ctrl.wLength, 0)
+            client.complete(0, 0)
+
+    @staticmethod
+    def _sync_errno(outcome) -> int:
+        if outcome is None:
+            return errno.ETIMEDOUT  # the kernel times out a synchronous transfer itself
+        return errno.ENODEV if outcome == -errno.ENODEV else -outcome[0]
 
     # -- the simulation -------------------------------------------------------
 
