@@ -13,14 +13,17 @@ lives in ``tagstat.migrations``; retention and size limits in ``prune``.
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import sqlite_utils
+
 from tagstat import migrations
 from tagstat.clock import Clock, iso, parse_iso
 from tagstat.errors import StoreError
@@ -39,9 +42,25 @@ class _Corrupt(Exception):
     """Internal: the file at hand is not a usable SQLite database."""
 
 
+def _locked(method):
+    """Serialize a public method (one connection, shared by the daemon's threads),
+    and turn SQLite's errors into StoreError so callers need not import sqlite3."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                raise StoreError(f"database {self.path}: {method.__name__} failed: {exc}") from exc
+
+    return wrapper
+
+
 class Store:
     def __init__(self, db: sqlite_utils.Database, path: Path, recovered_from: Path | None):
         self._db = db
+        self._lock = threading.RLock()
         self.path = path
         self.recovered_from = recovered_from
 
@@ -55,7 +74,7 @@ class Store:
             raise StoreError(f"cannot create database directory {path.parent}: {exc}") from exc
         recovered = None
         try:
-            conn = _connect_checked(path)
+            _check(path)
         except _Corrupt as exc:
             recovered = _move_aside(path, clock.utc_now())
             log.error(
@@ -65,7 +84,7 @@ class Store:
                 exc,
                 recovered,
             )
-            conn = _connect_checked(path)
+        conn = _connect(path)
         try:
             _configure(conn)
             migrations.migrate(conn)
@@ -77,9 +96,11 @@ class Store:
             ) from exc
         return cls(sqlite_utils.Database(conn), path, recovered)
 
+    @_locked
     def close(self) -> None:
         self._db.close()
 
+    @_locked
     def schema_version(self) -> int:
         return migrations.current_version(self._db.conn)
 
@@ -93,17 +114,21 @@ class Store:
 
     # -- settings and status history --------------------------------------------
 
+    @_locked
     def get_setting(self, key: str, default=None):
         row = self._db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
         return json.loads(row[0]) if row else default
 
+    @_locked
     def set_setting(self, key: str, value) -> None:
         self._db["settings"].upsert({"key": key, "value": json.dumps(value)}, pk="key")
 
+    @_locked
     def add_status_change(self, change: StatusChange) -> None:
         row = dataclasses.asdict(change) | {"at": iso(change.at), "persistent": change.persistent}
         self._db["status_changes"].insert(row)
 
+    @_locked
     def status_changes(self) -> list[StatusChange]:
         rows = self._db["status_changes"].rows_where(order_by="id")
         return [
@@ -119,6 +144,7 @@ class Store:
 
     # -- devices --------------------------------------------------------------------
 
+    @_locked
     def upsert_device(self, rec: DeviceRecord) -> None:
         row = _device_row(rec)
         updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in _DEVICE_KEEP)
@@ -129,15 +155,18 @@ class Store:
             list(row.values()),
         )
 
+    @_locked
     def devices(self) -> list[DeviceRecord]:
         rows = self._db["devices"].rows_where(order_by="first_seen, device_id")
         return [_device_record(r) for r in rows]
 
     # -- sessions -------------------------------------------------------------------
 
+    @_locked
     def save_session(self, rec: SessionRecord) -> None:
         self.save_sessions([rec])
 
+    @_locked
     def save_sessions(self, recs: Iterable[SessionRecord]) -> None:
         rows = [_session_row(r) for r in recs]
         if not rows:
@@ -145,10 +174,12 @@ class Store:
         with self._transaction():
             self._db["sessions"].upsert_all(rows, pk="session_id", batch_size=500, alter=False)
 
+    @_locked
     def open_sessions(self) -> list[SessionRecord]:
         rows = self._db["sessions"].rows_where("open = 1", order_by="start, session_id")
         return [_session_record(r) for r in rows]
 
+    @_locked
     def sessions(
         self,
         since: dt.datetime | None = None,
@@ -171,6 +202,7 @@ class Store:
 
     # -- sensors ----------------------------------------------------------------------
 
+    @_locked
     def record_sensors(
         self, device_id: str, at: dt.datetime, status: int, values: dict[str, float]
     ) -> None:
@@ -182,9 +214,12 @@ class Store:
                 log.debug("skipping sensor %s: not a number", key)
                 continue
             rows.append((device_id, hour, status, key, number, number, number, stamp))
+        if not rows:
+            return
         with self._transaction():
             self._db.conn.executemany(_SENSOR_UPSERT, rows)
 
+    @_locked
     def sensor_summary(
         self, device_id: str, since: dt.datetime | None = None, min_status: int = 0
     ) -> list[SensorStat]:
@@ -200,6 +235,7 @@ class Store:
 
     # -- messages ---------------------------------------------------------------------
 
+    @_locked
     def record_message(
         self, source: str, level: str, text: str, at: dt.datetime, status: int, count: int = 1
     ) -> None:
@@ -207,6 +243,7 @@ class Store:
         row = (_clean(source), _clean(level), _clean(text), status, count, stamp, stamp)
         self._db.execute(_MESSAGE_UPSERT, row)
 
+    @_locked
     def messages(
         self, since: dt.datetime | None = None, min_status: int = 0
     ) -> list[MessageRecord]:
@@ -230,6 +267,7 @@ class Store:
 
     # -- retention ----------------------------------------------------------------------
 
+    @_locked
     def prune(
         self, now: dt.datetime, max_age_s: float, max_bytes: int, max_messages: int
     ) -> dict[str, int]:
@@ -301,6 +339,7 @@ class Store:
             self._db.execute("VACUUM")  # a database created without auto_vacuum
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
+    @_locked
     def purge_collected(self) -> None:
         with self._transaction():
             for table in ("sessions", "sensor_buckets", "messages", "devices"):
@@ -308,6 +347,7 @@ class Store:
         self._shrink_file()
         log.info("purged collected data; settings and status history kept")
 
+    @_locked
     def db_size_bytes(self) -> int:
         return sum(_file_size(Path(f"{self.path}{suffix}")) for suffix in ("", "-wal"))
 
@@ -315,30 +355,35 @@ class Store:
 # -- opening ------------------------------------------------------------------------------
 
 
-def _connect_checked(path: Path) -> sqlite3.Connection:
-    """Connect and check integrity and version, reading only, so a refused file is untouched."""
+def _connect(path: Path) -> sqlite3.Connection:
     try:
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        # The daemon calls in from several threads; the store's lock serializes them.
+        return sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
     except sqlite3.Error as exc:
         raise StoreError(
             f"cannot open database {path}: {exc}; check that the directory exists and is writable"
         ) from exc
-    try:
-        _check(conn, path)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
 
 
-def _check(conn: sqlite3.Connection, path: Path) -> None:
+def _check(path: Path) -> None:
+    """Check integrity and version of an existing file, read-only.
+
+    Read-only, so that a refused file stays byte for byte as it was, and so that
+    SQLite does not delete the -wal of a damaged database when the check closes.
+    """
+    if not path.exists():
+        return
     try:
-        result = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
-        version = migrations.current_version(conn)
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            result = [row[0] for row in conn.execute("PRAGMA quick_check").fetchall()]
+            version = migrations.current_version(conn)
+        finally:
+            conn.close()
     except sqlite3.DatabaseError as exc:
         if getattr(exc, "sqlite_errorcode", None) in _CORRUPT_CODES:
             raise _Corrupt(str(exc)) from exc
-        raise StoreError(f"cannot read database {path}: {exc}") from exc
+        raise StoreError(f"cannot read database {path}: {exc}; check its permissions") from exc
     if result != ["ok"]:
         raise _Corrupt("; ".join(result[:3]))
     if version > migrations.latest_version():
