@@ -259,3 +259,20 @@ def test_timeline_integral_is_exact_for_fractional_times():
 
     line = Timeline(DeviceScenario(SERIAL, "Time Tagger X", "super", rate=((0.1, 3.0),)))
     assert line.integral(0, 0.3) == Fraction(3) * (Fraction(0.3) - Fraction(0.1))
+
+
+def test_events_while_the_daemon_was_down_apply_at_their_own_time(make_sim, clock, tmp_path):
+    table = device_table(rate=[[0, 10]], faults=[[20, "unplug"], [50, "replug"]])
+    make_sim(table)
+    clock.advance(100)  # down from t=0 to t=100
+    device = make_sim(table).device(SERIAL)
+    assert read_counters(device).bytes_sent == 20 * 10 + 50 * 10
+
+
+def test_corrupt_state_file_says_to_delete_it(make_sim, tmp_path):
+    from tagstat.drivers.sim.state import SimulatorStateError
+
+    (tmp_path / "sim").mkdir()
+    (tmp_path / "sim" / "state.json").write_text('{"version": 1, "devices": {"x": 3}}')
+    with pytest.raises(SimulatorStateError, match="delete it"):
+        make_sim(device_table())
