@@ -163,9 +163,9 @@ class _Device:
         return value
 
     def integer(self, key: str, default, low: int, high: int):
-        value = self.table.get(key, default)
+        value = self.table.get(key)
         if value is None:
-            return None
+            return default
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             self.fail(key, f"must be an integer from {low} to {high}, got {value!r}")
         return value
