@@ -292,7 +292,7 @@ class Store:
 
     def _delete_older(self, cutoff: str, inclusive: bool = False) -> dict[str, int]:
         op = "<=" if inclusive else "<"
-        # A bucket is old once its whole hour is; at the cutoff hour, its last sample decides.
+        # A bucket goes once its last sample is old; the hour term lets the index narrow it.
         statements = {
             "sessions": f'DELETE FROM sessions WHERE open = 0 AND "end" {op} ?',
             "sensor_buckets": f"DELETE FROM sensor_buckets WHERE hour <= ? AND last_at {op} ?",
@@ -341,10 +341,15 @@ class Store:
 
     @_locked
     def purge_collected(self) -> None:
-        with self._transaction():
-            for table in ("sessions", "sensor_buckets", "messages", "devices"):
-                self._db.conn.execute(f"DELETE FROM {table}")
-        self._shrink_file()
+        # Overwrite the deleted rows, so a purge leaves no readable copy in free pages.
+        self._db.execute("PRAGMA secure_delete = ON")
+        try:
+            with self._transaction():
+                for table in ("sessions", "sensor_buckets", "messages", "devices"):
+                    self._db.conn.execute(f"DELETE FROM {table}")
+            self._shrink_file()
+        finally:
+            self._db.execute("PRAGMA secure_delete = OFF")
         log.info("purged collected data; settings and status history kept")
 
     @_locked

@@ -314,6 +314,15 @@ def test_purge_collected_keeps_settings_and_status_history(store):
     assert store.get_setting("user_id") == "u" and store.status_changes() == [change]
 
 
+def test_purge_leaves_no_copy_in_the_file(store):
+    for i in range(500):
+        store.record_message("d", "error", f"secret-marker-{i} " * 10, at(i), 1)
+    store.purge_collected()
+    store.set_setting("after", 1)
+    data = store.path.read_bytes() + store.path.with_name("tagstat.db-wal").read_bytes()
+    assert b"secret-marker" not in data
+
+
 _WRITER = """
 import datetime as dt, os, sys
 from pathlib import Path
