@@ -32,8 +32,10 @@ from tagstat.status import UsageStatisticsStatus
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 16
-# serve_forever checks for shutdown this often; it bounds how long stop() takes.
-_POLL_INTERVAL_S = 0.05
+# How often the idle accept loop wakes; stop() pokes it awake, so this is not its latency.
+_POLL_INTERVAL_S = 0.5
+# While every slot is taken, the accept loop checks this often whether to stop.
+_SLOT_WAIT_S = 0.05
 _DRAIN_MAX_BYTES = 4 * 1024 * 1024
 
 
@@ -124,7 +126,11 @@ class ControlServer:
         if server is None:
             return
         self._stopping.set()
-        server.shutdown()
+        stopper = threading.Thread(target=server.shutdown, name="tagstat-control-stop")
+        stopper.start()
+        while stopper.is_alive():  # wake the accept loop now instead of at its next poll
+            self._poke()
+            stopper.join(timeout=0.01)
         server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=1.0)
@@ -133,6 +139,14 @@ class ControlServer:
         except FileNotFoundError:
             pass
         log.info("control socket closed")
+
+    def _poke(self) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.1)
+            try:
+                s.connect(str(self.socket_path))
+            except OSError:
+                pass
 
     def __enter__(self) -> "ControlServer":
         self.start()
@@ -230,7 +244,7 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 
     def process_request(self, request, client_address):
         # Wait for a free slot; meanwhile later clients queue in the listen backlog.
-        while not self.control._slots.acquire(timeout=_POLL_INTERVAL_S):
+        while not self.control._slots.acquire(timeout=_SLOT_WAIT_S):
             if self.control._stopping.is_set():
                 self.shutdown_request(request)
                 return

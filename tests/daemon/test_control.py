@@ -376,6 +376,21 @@ def test_stop_is_prompt_with_a_silent_client_connected(sock_dir, controller):
         assert time.monotonic() - started < 1.0
 
 
+def test_stop_is_prompt_when_every_slot_is_taken(sock_dir, controller):
+    srv = ControlServer(sock_dir / "c.sock", controller, max_connections=1, timeout_s=5.0)
+    srv.start()
+    clients = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(3)]
+    try:
+        for s in clients:
+            s.connect(str(srv.socket_path))
+        started = time.monotonic()
+        srv.stop()
+        assert time.monotonic() - started < 1.0
+    finally:
+        for s in clients:
+            s.close()
+
+
 def test_stale_socket_file_is_replaced(sock_dir, controller):
     path = sock_dir / "c.sock"
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
