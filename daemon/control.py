@@ -170,7 +170,8 @@ class ControlServer:
             msg = wire.read_message(sock, self.max_request_bytes, self.timeout_s)
             op, args = wire.parse_request(msg)
         except wire.BadRequest as exc:
-            log.debug("bad control request: %s", exc)
+            # Not the message: it can echo client text, and no log line may hold a serial.
+            log.debug("rejected a malformed control request")
             return wire.error_reply("BadRequest", str(exc))
         if not self.authorize(op, peer_cred(sock)):
             return wire.error_reply("PermissionDenied", f"not allowed to call {op!r}")

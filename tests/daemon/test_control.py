@@ -186,6 +186,13 @@ def test_malformed_bytes_get_an_error_reply(server, data, expected):
     assert_answers(server.socket_path)
 
 
+def test_rejected_request_text_is_not_logged(server, caplog):
+    with caplog.at_level(logging.DEBUG, logger="tagstat"):
+        request(server.socket_path, {"op": "1740000JEH", "1809000LGG": 1})
+        exchange(server.socket_path, b"1740000JEH\n")
+    assert caplog.records and "1740000JEH" not in caplog.text and "1809000LGG" not in caplog.text
+
+
 def test_only_the_first_line_counts(server, controller):
     data = wire.encode({"op": "get_status"}) + wire.encode({"op": "get_report"})
     assert exchange(server.socket_path, data)["result"]["status"] == 1
