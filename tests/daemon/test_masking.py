@@ -192,7 +192,7 @@ def embed(serial):
     )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), serial=serials)
 def test_learned_serial_never_survives(data, serial):
     m = Masker(SECRET, hostnames=[], usernames=[])
