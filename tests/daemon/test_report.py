@@ -1,0 +1,102 @@
+"""The report: valid when empty, complete, and every field documented in DATA.md."""
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tagstat.hostinfo import HostInfo
+from tagstat.records import DeviceRecord, SessionRecord
+from tagstat.report import build_report, report_json
+from tagstat.status import UsageStatisticsStatus
+from tagstat.store import Store
+
+DATA_MD = Path(__file__).parents[2] / "docs" / "DATA.md"
+T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+HOST = HostInfo("AMD EPYC", ("avx2", "sse4_2"), 2, 1, 24 * 2**30, "Linux 6.1", "3.11.2", "0.1.0")
+# Subtrees whose keys the device defines: documented as a whole, not key by key.
+OPAQUE = {
+    "devices[].calibration",
+    "devices[].configuration",
+    "devices[].sensors",
+    "sessions[].initial_sensors",
+}
+
+
+def field_paths(obj, prefix=""):
+    if prefix in OPAQUE:
+        yield prefix
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from field_paths(v, f"{prefix}.{k}" if prefix else k)
+    elif isinstance(obj, list) and obj and isinstance(obj[0], dict):
+        for item in obj:
+            yield from field_paths(item, f"{prefix}[]")
+    else:
+        yield prefix
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store.open(tmp_path / "t.db")
+    yield s
+    s.close()
+
+
+def seed(store):
+    store.upsert_device(DeviceRecord("ab" * 8, "Time Tagger Ultra", "[serial:abababab]", "super",
+                                     "1.30", {"delay": [1, 2]}, {"resolution": "HighResA"},
+                                     T0, T0))  # fmt: skip
+    store.save_session(SessionRecord(
+        "s1", "ab" * 8, 1, T0, T0 + dt.timedelta(seconds=100), 100.0, 10**10, 10**9, 5e7, 2e8,
+        "super", {"fpga sensors": {"temp": 40.0}}, False, "idle", "x", 0, 0, 0, T0,
+    ))  # fmt: skip
+    store.record_sensors("ab" * 8, T0, 1, {"fpga sensors/temp": 40.0})
+    store.record_sensors("ab" * 8, T0 + dt.timedelta(hours=2), 1, {"fpga sensors/temp": 44.0})
+    store.record_message("ab" * 8, "warning", "overflow", T0, 1)
+    store.record_message("daemon", "error", "usb scan failed", T0, 1)
+
+
+def report(store, **kw):
+    return build_report(store, user_id="u", status=UsageStatisticsStatus.Collecting,
+                        host=HOST.to_report(), now=T0 + dt.timedelta(days=1),
+                        **kw)  # fmt: skip
+
+
+def test_empty_report_is_valid_json_with_empty_lists(store):
+    r = json.loads(report_json(report(store)))
+    assert r["devices"] == [] and r["sessions"] == [] and r["messages"] == []
+    assert r["schema_version"] == 1 and r["period"]["start"] is None
+
+
+def test_report_contents(store):
+    seed(store)
+    r = report(store)
+    (s,) = r["sessions"]
+    assert s["data_rate"] == {"min": 5e7, "avg": 1e8, "max": 2e8}
+    assert s["duration_s"] == 100.0 and s["bytes"] == 10**10
+    (d,) = r["devices"]
+    assert d["sensors"]["fpga sensors/temp"] == {"last": 44.0, "min": 40.0, "max": 44.0}
+    assert {m["source"] for m in r["messages"]} == {"device", "daemon"}
+    assert r["host"]["cpu"]["cores"] >= 1 and r["host"]["ram_bytes"] > 0
+
+
+def test_upload_view_leaves_out_data_collected_before_consent(store):
+    seed(store)
+    assert report(store, min_status=2)["sessions"] == []
+
+
+def test_every_report_field_is_documented():
+    """Fails when the report gains a field docs/DATA.md does not describe."""
+    documented = set(re.findall(r"^\| `([^`]+)` \|", DATA_MD.read_text(), flags=re.M))
+    tmp = Path(__import__("tempfile").mkdtemp())
+    s = Store.open(tmp / "t.db")
+    seed(s)
+    fields = set(field_paths(report(s)))
+    s.close()
+    missing = sorted(f for f in fields if f not in documented)
+    assert missing == [], f"report fields missing from docs/DATA.md: {missing}"
+    # and the parents of documented leaves exist as documented fields
+    assert {"sessions[]", "devices[]", "messages[]"} <= documented
