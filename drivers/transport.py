@@ -16,6 +16,7 @@ import logging
 
 import usb.core
 import usb.util
+
 from tagstat.drivers import protocol
 from tagstat.drivers.errors import (
     DeviceAccessDeniedError,
@@ -88,7 +89,7 @@ def translate(e: Exception, what: str, node: str) -> DeviceError:
     if code == errno.ENODEV or "no such device" in text.lower():
         return DeviceGoneError(f"{what} on {node} failed: the device is gone (unplugged?)")
     if code in (errno.EACCES, errno.EPERM):
-        return DeviceAccessDeniedError(f"permission denied on {node}: {ACCESS_FIX}")
+        return DeviceAccessDeniedError(f"permission denied on {node} ({what}): {ACCESS_FIX}")
     if code == errno.EBUSY:
         return DeviceBusyError(f"{what} on {node} failed: device busy; retrying at the next poll")
     if code == errno.ENOENT:
