@@ -83,8 +83,9 @@ def usb_env(request):
         return UsbEnv(sim, harness.backend(), clock, harness.sync, transport)
 
     yield make
-    # Let pyusb close the handles the test's devices still hold while their libusb
-    # context is alive; an fd left open would outlive the testbed it was opened on.
-    gc.collect()
+    if harnesses:
+        # Let pyusb close the handles the test's devices still hold while their libusb
+        # context is alive; an fd left open would outlive the testbed it was opened on.
+        gc.collect()
     for harness in harnesses:
         harness.close()
