@@ -5,6 +5,7 @@ import logging
 import os
 import stat
 import string
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -153,6 +154,17 @@ def test_discovery_finds_the_current_user_and_host(monkeypatch):
     monkeypatch.setattr("socket.getfqdn", lambda: "optics-bench.lab.example.org")
     m = Masker(SECRET)
     assert m.scrub_text("zelda-lab on optics-bench.lab.example.org") == "[user] on [host]"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["." * 100_000, "1" * 100_000, "a." * 50_000 + "@", ":" * 100_000, "C:\\" + "a b\\" * 30_000],
+)
+def test_scrubbing_long_text_takes_linear_time(masker, text):
+    # A device document may be up to 1 MB; quadratic patterns took minutes on these.
+    t0 = time.monotonic()
+    masker.scrub_text(text)
+    assert time.monotonic() - t0 < 2.0
 
 
 def test_repr_does_not_show_the_secret(masker):
