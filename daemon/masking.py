@@ -202,11 +202,19 @@ class Masker:
                 return text
             text = scrubbed
 
-    def _scrub_once(self, text: str) -> str:
+    def scrub_serials(self, text: str) -> str:
+        """Only serials: learned ones exactly, then serial-shaped tokens.
+
+        For the daemon's own log lines, whose paths and host names are the
+        admin's to read; device texts and the report use ``scrub_text``.
+        """
         learned, learned_re = self._learned, self._learned_re
         if learned_re is not None:
             text = _outside(learned_re, lambda m: learned[m.group().upper()], text)
-        text = _outside(SERIAL_PATTERN, "[serial]", text)
+        return _outside(SERIAL_PATTERN, "[serial]", text)
+
+    def _scrub_once(self, text: str) -> str:
+        text = self.scrub_serials(text)
         text = _outside(_PATHS, "[path]", text)
         text = _outside(_EMAIL, "[email]", text)
         text = _outside(_MAC, "[mac]", text)
@@ -274,14 +282,17 @@ def _words_pattern(names: Iterable[str]) -> re.Pattern | None:
 
 
 def discover_hostnames() -> set[str]:
-    """This machine's names: short and fully qualified, and their first labels."""
+    """This machine's name and its first label.
+
+    No ``getfqdn()``: it asks DNS, which on a lab PC with a broken resolver
+    would hold up the daemon's start for seconds.
+    """
     names = set()
-    for getter in (socket.gethostname, socket.getfqdn):
-        try:
-            name = getter()
-        except OSError:
-            continue
-        names.update((name, name.split(".", 1)[0]))
+    try:
+        name = socket.gethostname()
+    except OSError:
+        return names
+    names.update((name, name.split(".", 1)[0]))
     return names - {"localhost", "localhost.localdomain"}
 
 
@@ -314,7 +325,7 @@ class MaskingLogFilter(logging.Filter):
             text = f"{text}\n{record.exc_text}"
         if record.stack_info:
             text = f"{text}\n{record.stack_info}"
-        record.msg = self._masker.scrub_text(text)
+        record.msg = self._masker.scrub_serials(text)
         record.args = None
         record.exc_info = record.exc_text = record.stack_info = None
         return True

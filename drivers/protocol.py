@@ -183,11 +183,11 @@ def encode_document(obj) -> bytes:
 
 def decode_document(data: bytes, crc32: int):
     if zlib.crc32(data) != crc32:
-        raise DecodeError("document checksum mismatch", data[:16])
+        raise DecodeError("document checksum mismatch")  # no bytes: payload holds the serial
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DecodeError(f"document is not UTF-8 JSON: {e}", data[:16]) from None
+        raise DecodeError(f"document is not UTF-8 JSON: {e}") from None
 
 
 def decode_messages(obj, start_seq: int) -> tuple[list[dict], int]:
@@ -206,6 +206,7 @@ def decode_messages(obj, start_seq: int) -> tuple[list[dict], int]:
             or not isinstance(m.get("text"), str)
             or not isinstance(m.get("uptime_ms"), int)
         ):
-            raise DecodeError(f"messages document has a malformed entry {str(m)[:60]!r}")
+            # no excerpt: an entry's text may hold the serial
+            raise DecodeError("messages document has a malformed entry")
         out.append(m)
     return out, nxt
