@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import hmac
 import logging
+import re
 
 from tagstat.drivers.errors import DeviceError, DeviceGoneError
 from tagstat.drivers.protocol import Counters
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 
 # Models that are built for a USB 3 link and slow down on USB 2.
 USB3_MODELS = ("Time Tagger Ultra", "Time Tagger X")
+
+# Configuration keys whose values identify one unit as well as its serial does
+# ("PCB UID", "FPGA ID", a MAC or DNA value): replaced by a keyed hash, so a
+# change stays visible but the value cannot be linked to the hardware.
+IDENTIFYING_KEY = re.compile(r"(?i)\b(serial|s/n|uid|uuid|guid|fpga id|device id|dna|mac)\b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,8 +155,8 @@ class Collector:
                 a.next_config = mono_s + self._config.config_interval_s
                 calibration = attempt("calibration", a.tt.read_calibration)
                 configuration = attempt("configuration", a.tt.read_configuration)
-                calibration = m.scrub(calibration) if calibration is not None else None
-                configuration = m.scrub(configuration) if configuration is not None else None
+                calibration = self._mask(calibration)
+                configuration = self._mask(configuration)
             messages = self._messages(a, boot_tag, attempt) if counters else []
         except DeviceGoneError:
             a.tt.close()
@@ -159,6 +165,26 @@ class Collector:
             a.view, counters, boot_tag, sensors, sensors_raw,
             calibration, configuration, messages, errors,
         )  # fmt: skip
+
+    def _mask(self, doc):
+        if doc is None:
+            return None
+        return self._masker.scrub(self._hash_identifiers(doc))
+
+    def _hash_identifiers(self, obj):
+        if isinstance(obj, dict):
+            return {
+                k: self._keyed(v) if IDENTIFYING_KEY.search(str(k)) and _scalar(v)
+                else self._hash_identifiers(v)
+                for k, v in obj.items()
+            }  # fmt: skip
+        if isinstance(obj, list):
+            return [self._hash_identifiers(v) for v in obj]
+        return obj
+
+    def _keyed(self, value) -> str:
+        digest = hmac.new(self._secret, b"id:" + str(value).encode(), hashlib.sha256)
+        return f"[id:{digest.hexdigest()[:8]}]"
 
     def _messages(self, a: _Attached, boot_tag: str, attempt) -> list[tuple[str, str]]:
         if a.msg_seq is None or a.msg_boot != boot_tag:
@@ -172,6 +198,10 @@ class Collector:
             self._cursors.put(a.view.device_id, boot_tag, nxt)
         a.msg_seq = nxt
         return [(msg.level, self._masker.scrub_text(msg.text)) for msg in msgs]
+
+
+def _scalar(value) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool)
 
 
 def flatten_numbers(tree, prefix: str = "") -> dict[str, float]:
