@@ -10,6 +10,7 @@ over wall time, in percent of one core) and the peak resident set size
 """
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 import psutil
+
+from tagstat.client import Client
 
 MODELS = ["Time Tagger Ultra", "Time Tagger X", "Time Tagger 20", "Time Tagger Ultra"]
 
@@ -64,7 +67,13 @@ def main() -> None:
         t1, c1 = time.monotonic(), p.cpu_times()
         cpu = (c1.user + c1.system - c0.user - c0.system) / (t1 - t0)
         rss = peak_rss_bytes(proc.pid)
-        print(f"devices: {args.devices}, poll interval: {args.poll} s, window: {t1 - t0:.1f} s")
+        report = json.loads(Client(home / "control.sock").report())
+        seen = len(report["devices"])
+        if seen != args.devices:
+            raise SystemExit(f"the daemon saw {seen} devices, not {args.devices}")
+        print(
+            f"devices: {seen} polled, {len(report['sessions'])} sessions; poll interval: {args.poll} s, window: {t1 - t0:.1f} s"
+        )
         print(f"cpu share: {100 * cpu:.2f} % of one core")
         print(f"peak rss: {rss / 2**20:.1f} MiB")
     finally:
