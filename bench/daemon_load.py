@@ -71,9 +71,8 @@ def main() -> None:
         seen = len(report["devices"])
         if seen != args.devices:
             raise SystemExit(f"the daemon saw {seen} devices, not {args.devices}")
-        print(
-            f"devices: {seen} polled, {len(report['sessions'])} sessions; poll interval: {args.poll} s, window: {t1 - t0:.1f} s"
-        )
+        print(f"devices polled: {seen}, sessions: {len(report['sessions'])}")
+        print(f"poll interval: {args.poll} s, window: {t1 - t0:.1f} s")
         print(f"cpu share: {100 * cpu:.2f} % of one core")
         print(f"peak rss: {rss / 2**20:.1f} MiB")
     finally:
