@@ -11,7 +11,7 @@ import dataclasses
 import datetime as dt
 import logging
 
-from tagstat.collector import USB3_MODELS, DeviceView, Observation
+from tagstat.poller import USB3_MODELS, DeviceView, Observation
 from tagstat.records import DeviceRecord, SessionRecord
 from tagstat.sessions import SessionTracker
 

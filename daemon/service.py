@@ -17,13 +17,13 @@ import threading
 from pathlib import Path
 
 from tagstat.clock import Clock, iso
-from tagstat.collector import Collector
 from tagstat.config import Config, load_config
 from tagstat.errors import ConfigError, TagstatError
 from tagstat.hostinfo import HostInfoCache
 from tagstat.logsetup import setup_logging
 from tagstat.masking import Masker, load_or_create_secret
 from tagstat.paths import Paths
+from tagstat.poller import Poller
 from tagstat.recorder import Recorder
 from tagstat.report import build_report, report_json, session_entry
 from tagstat.status import UsageStatisticsStatus
@@ -59,7 +59,7 @@ class Service:
     masker: Masker
     keeper: StatusKeeper
     hostinfo: HostInfoCache
-    collector: Collector
+    poller: Poller
     recorder: Recorder
     daemon_messages: object = None  # logsetup.DaemonMessageQueue
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
@@ -96,7 +96,7 @@ class Service:
                 return
             mono = self.clock.monotonic()
             try:
-                observations, gone, errors = self.collector.poll(mono)
+                observations, gone, errors = self.poller.poll(mono)
             except TagstatError as e:
                 log.warning("usb scan failed: %s", e)
                 observations, gone, errors = [], [], []
@@ -132,7 +132,7 @@ class Service:
         with self.lock:
             self.recorder.checkpoint()
             self._store_daemon_messages(int(self.keeper.current))
-            self.collector.forget_all()
+            self.poller.forget_all()
             self.store.close()
 
     def _store_daemon_messages(self, status: int) -> None:
@@ -161,7 +161,7 @@ class Service:
                 log.info("status changed from %s to %s", old.name, status.name)
                 if status == UsageStatisticsStatus.Disabled:
                     self.recorder.close_all("disabled", forget=True)
-                    self.collector.forget_all()
+                    self.poller.forget_all()
                 else:
                     self.recorder.close_all("status_change")
             return self.keeper.describe()
@@ -181,7 +181,7 @@ class Service:
 
     def list_devices(self) -> list[dict]:
         with self.lock:
-            attached = {v.device_id for v in self.collector.attached()}
+            attached = {v.device_id for v in self.poller.attached()}
             return [
                 {
                     "device_id": d.device_id,
@@ -227,9 +227,9 @@ def build_service(
     discovery = Discovery(
         backend=backend, product_ids=config.product_ids, timeout_ms=config.usb_timeout_ms
     )
-    collector = Collector(discovery, masker, secret, config, MessageCursors(store))
+    poller = Poller(discovery, masker, secret, config, MessageCursors(store))
     recorder = Recorder(store, config.idle_timeout_s)
-    return Service(config, paths, clock, store, masker, keeper, hostinfo, collector, recorder)
+    return Service(config, paths, clock, store, masker, keeper, hostinfo, poller, recorder)
 
 
 def simulated_backend(paths: Paths, scenario: str | None):

@@ -1,6 +1,6 @@
 """The boundary where device data enters tagstat, masked on the way in.
 
-``Collector`` scans for Time Taggers, reads each one on its own schedule and
+``Poller`` scans for Time Taggers, reads each one on its own schedule and
 hands back only masked observations: the serial is learned from the USB
 descriptor and replaced, and every string of sensor data, configuration,
 calibration and messages is scrubbed, before anything leaves this module.
@@ -70,7 +70,7 @@ class _Attached:
     msg_boot: str = ""  # message sequence numbers restart when the device reboots
 
 
-class Collector:
+class Poller:
     """Reads every attached Time Tagger and masks what it reads."""
 
     def __init__(self, discovery, masker: Masker, secret: bytes, config, cursor_store=None):
@@ -217,4 +217,4 @@ def flatten_numbers(tree, prefix: str = "") -> dict[str, float]:
     return out
 
 
-__all__ = ["Collector", "DeviceMessage", "DeviceView", "Observation", "flatten_numbers"]
+__all__ = ["Poller", "DeviceMessage", "DeviceView", "Observation", "flatten_numbers"]
