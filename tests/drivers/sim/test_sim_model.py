@@ -13,7 +13,7 @@ from tagstat.drivers.sim.model import (
     SimStall,
     Simulation,
 )
-from tagstat.drivers.sim.scenario import default_scenario
+from tagstat.drivers.sim.scenario import default_scenario, parse_scenario
 
 SERIAL = "1740000JEH"
 
@@ -113,7 +113,9 @@ def test_scripted_faults_apply_at_their_time(make_sim, clock):
 
 
 def test_restart_finds_the_same_devices_with_counters_advanced(tmp_path, clock):
-    scenario = default_scenario()
+    steps = {"serial": "2047000KBT", "model": "Time Tagger Ultra", "usb_speed": "super",
+             "rate": [[0, 25_000_000], [60, 140_000_000]]}  # fmt: skip
+    scenario = parse_scenario({"device": [steps]}, "test")
     first = Simulation(scenario, tmp_path, clock)
     serial = scenario.devices[0].serial
     clock.advance(50)
@@ -126,7 +128,7 @@ def test_restart_finds_the_same_devices_with_counters_advanced(tmp_path, clock):
     after = read_counters(second.device(serial))
     assert after.boot_id == before.boot_id
     assert after.uptime_ms == 80_000
-    # the default cycle steps from 25 to 140 MB/s at t = 60 s
+    # the rate steps from 25 to 140 MB/s at t = 60 s
     assert after.bytes_sent == before.bytes_sent + 10 * 25_000_000 + 20 * 140_000_000
     assert second.device(serial).address == address
     assert second.run_start_s == first.run_start_s
