@@ -129,7 +129,12 @@ class HostInfoCache:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Returns at once: uses a valid cache, or starts collecting in a daemon thread."""
+        """Returns at once: uses a valid cache, or starts collecting in a daemon thread.
+
+        Idempotent, so the service can call it whenever collection is (re)enabled.
+        """
+        if self._ready.is_set() or (self._thread is not None and self._thread.is_alive()):
+            return
         stamp = self._stamp()
         info = self._load(stamp)
         if info is not None:

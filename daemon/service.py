@@ -164,6 +164,7 @@ class Service:
                     self.poller.forget_all()
                 else:
                     self.recorder.close_all("status_change")
+                    self.hostinfo.start()
             return self.keeper.describe()
 
     def get_report(self) -> str:
@@ -223,7 +224,8 @@ def build_service(
         log.error("%s: %s", msg, store.recovered_from)
         store.record_message("daemon", "error", msg, clock.utc_now(), int(keeper.current))
     hostinfo = HostInfoCache(paths.hostinfo_cache)
-    hostinfo.start()
+    if keeper.current != UsageStatisticsStatus.Disabled:
+        hostinfo.start()  # Disabled collects nothing, host information included
     discovery = Discovery(
         backend=backend, product_ids=config.product_ids, timeout_ms=config.usb_timeout_ms
     )

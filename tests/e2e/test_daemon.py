@@ -133,3 +133,15 @@ def test_cli_shows_sessions_devices_status(home, daemons, write_scenario, run_cl
     warning = [m for m in report["messages"] if "USB 3" in m["text"]]
     assert warning, report["messages"]  # a USB 3 model on a USB 2 link is reported
     assert d.stop() == 0
+
+
+def test_disabled_from_the_start_collects_nothing(home, daemons, write_scenario):
+    (home / "tagstat.toml").write_text('initial_status = "Disabled"\n')
+    sc = write_scenario(home / "s.toml", [{"serial": "1740000JEH", "model": "Time Tagger X",
+                                           "usb_speed": "super", "rate": [[0, 10e6]]}])  # fmt: skip
+    d = daemons(sc).start()
+    d.wait_until(lambda: d.client.status()["name"] == "Disabled", what="status")
+    report = d.report()
+    assert report["devices"] == [] and report["sessions"] == [] and report["host"] is None
+    assert not (home / "hostinfo.json").exists()
+    assert d.stop() == 0
