@@ -64,6 +64,7 @@ class Service:
     daemon_messages: object = None  # logsetup.DaemonMessageQueue
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
     polls: int = 0
+    scan_errors: set = dataclasses.field(default_factory=set)
 
     # -- the loop ----------------------------------------------------------
 
@@ -102,7 +103,9 @@ class Service:
                 observations, gone, errors = [], [], []
             utc = self.clock.utc_now()
             for err in errors:
-                log.warning("cannot open a time tagger: %s", err)
+                if err not in self.scan_errors:  # once per problem, not once per poll
+                    log.warning("cannot open a time tagger: %s", err)
+            self.scan_errors = set(errors)
             for view in gone:
                 log.info("%s %s detached", view.model, view.serial_masked)
                 self.recorder.device_gone(view)

@@ -65,7 +65,8 @@ class Discovery:
             try:
                 tagger = self._open(transport)
             except DeviceError as e:
-                log.info("cannot read usb device at %s: %s", transport.port_path, e)
+                # debug only: the caller reports errors, and this repeats every scan
+                log.debug("cannot read usb device at %s: %s", transport.port_path, e)
                 errors.append(e)
                 continue
             if tagger is None:
