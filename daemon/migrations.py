@@ -104,7 +104,43 @@ _INITIAL = (
     "CREATE INDEX messages_last_seen ON messages (last_seen)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _INITIAL),)
+# -- 2: the upload outbox and its audit log (issue 4) ---------------------------------
+# A report is stored here, as the exact JSON bytes to send, before its first attempt;
+# the retry schedule lives in the row, so it survives restarts.
+_OUTBOX = (
+    """CREATE TABLE outbox (
+        report_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,  -- 'usage' or 'deletion'
+        user_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        body BLOB NOT NULL,  -- exact JSON bytes; gzip is applied when sending
+        size_bytes INTEGER NOT NULL,
+        -- 'pending', 'delivered', 'rejected', 'dropped', 'cancelled', 'exported'
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        delivered_at TEXT,
+        quota_exempt INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX outbox_state_created ON outbox (state, created_at)",
+    """CREATE TABLE upload_audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        report_id TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        -- 'delivered', 'duplicate', 'rejected', 'retry', 'dropped', 'cancelled'
+        result TEXT NOT NULL,
+        http_status INTEGER,
+        detail TEXT
+    )""",
+    "CREATE INDEX upload_audit_at ON upload_audit (at)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _INITIAL),
+    Migration(2, "upload outbox and audit log", _OUTBOX),
+)
 
 
 def latest_version() -> int:
