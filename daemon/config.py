@@ -15,6 +15,7 @@ import difflib
 import logging
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -79,6 +80,16 @@ class Config:
         "Collecting",
         "status of a new install: Disabled, Collecting or CollectingAndUploading",
     )
+    # -- access, policy and logging of the system service (docs/ADMIN.md) --
+    max_status: str = _key(
+        "CollectingAndUploading",
+        "the highest status anyone may set; a site that must never upload pins Collecting",
+    )
+    reader_group: str = _key(
+        "tagstat", "members may read status, report, devices and sessions over the socket"
+    )
+    admin_group: str = _key("tagstat-admin", "members may also change the status")
+    log_level: str = _key("INFO", "least severe messages logged: DEBUG, INFO, WARNING or ERROR")
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -158,8 +169,8 @@ def _parse(key: str, raw, source: str, *, from_env: bool):
         value = parser(raw, from_env)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{key} in {source} must be {e}, got {raw!r}") from None
-    if key == "initial_status":
-        return _parse_status(key, value, source)
+    if key in _CHECKED_STRINGS:
+        return _CHECKED_STRINGS[key](key, value, source)
     for item in value if isinstance(value, tuple) else (value,):
         _check_range(key, field.metadata, item, source)
     return value
@@ -218,6 +229,37 @@ def _parse_status(key: str, value: str, source: str) -> str:
         return UsageStatisticsStatus.parse(value).name
     except ValueError as e:
         raise ConfigError(f"{key} in {source}: {e}") from None
+
+
+# A POSIX-portable user/group name (useradd's default rule), at most 32 characters.
+_GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _parse_group(key: str, value: str, source: str) -> str:
+    if not _GROUP_NAME.fullmatch(value):
+        raise ConfigError(
+            f"{key} in {source} must be a group name such as 'tagstat', got {value!r}"
+        )
+    return value
+
+
+def _parse_log_level(key: str, value: str, source: str) -> str:
+    if value.strip().upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"{key} in {source} must be one of {', '.join(LOG_LEVELS)}, got {value!r}"
+        )
+    return value.strip().upper()
+
+
+# String keys with a fixed form: checked (and normalised) by these, not by a range.
+_CHECKED_STRINGS = {
+    "initial_status": _parse_status,
+    "max_status": _parse_status,
+    "reader_group": _parse_group,
+    "admin_group": _parse_group,
+    "log_level": _parse_log_level,
+}
 
 
 def _check_range(key: str, meta: Mapping, value, source: str) -> None:
