@@ -8,7 +8,9 @@ connections served at once is bounded (later ones wait in the listen
 backlog), so a slow or hostile client can neither block others nor exhaust
 the daemon. No single request can take the
 server down: every failure becomes an error reply. ``authorize`` is the seam
-for peer-credential checks; today it allows everything.
+for peer-credential checks (the daemon passes ``tagstat.access.AccessPolicy``;
+the default allows everything). The socket is mode 0660 and, when
+``socket_group`` exists, owned by that group.
 """
 
 import dataclasses
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tagstat import wire
+from tagstat.access import PermissionDenied, group_gid
 from tagstat.errors import TagstatError
 from tagstat.status import UsageStatisticsStatus
 
@@ -56,6 +59,7 @@ class PeerCred:
     pid: int
     uid: int
     gid: int
+    groups: frozenset[int] | None = None  # supplementary gids (SO_PEERGROUPS), if known
 
 
 def allow_all(op: str, peer: PeerCred | None) -> bool:
@@ -69,7 +73,24 @@ def peer_cred(sock: socket.socket) -> PeerCred | None:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except (AttributeError, OSError):
         return None
-    return PeerCred(*struct.unpack("3i", raw))
+    return PeerCred(*struct.unpack("3i", raw), groups=_peer_groups(sock))
+
+
+# SO_PEERGROUPS (Linux 4.13+): the peer's supplementary groups as of connect(),
+# race-free unlike /proc/<pid>. Python may not name the constant.
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+
+
+def _peer_groups(sock: socket.socket) -> frozenset[int] | None:
+    for count in (256, 65536):  # few groups first; NGROUPS_MAX if they do not fit
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, count * 4)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE:
+                continue
+            return None
+        return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
+    return None
 
 
 class ControlServer:
@@ -83,6 +104,7 @@ class ControlServer:
         max_request_bytes: int = wire.MAX_REQUEST_BYTES,
         timeout_s: float = wire.REQUEST_TIMEOUT_S,
         socket_mode: int = 0o660,
+        socket_group: str | None = None,
         max_connections: int = MAX_CONNECTIONS,
         authorize: Callable[[str, PeerCred | None], bool] = allow_all,
     ):
@@ -91,6 +113,7 @@ class ControlServer:
         self.max_request_bytes = max_request_bytes
         self.timeout_s = timeout_s
         self.socket_mode = socket_mode
+        self.socket_group = socket_group
         self.authorize = authorize
         self._slots = threading.BoundedSemaphore(max_connections)
         self._stopping = threading.Event()
@@ -106,6 +129,7 @@ class ControlServer:
             server.server_bind()
             # Set the mode before listen() so nobody connects through a wider one.
             os.chmod(self.socket_path, self.socket_mode)
+            self.set_socket_group(self.socket_group)
             server.server_activate()
         except OSError as exc:
             server.server_close()
@@ -119,6 +143,21 @@ class ControlServer:
         )
         self._thread.start()
         log.info("control socket listening on %s", self.socket_path)
+
+    def set_socket_group(self, name: str | None) -> None:
+        """Give the socket to group ``name`` (if it exists), so its members can connect."""
+        self.socket_group = name
+        gid = group_gid(name) if name else None
+        if gid is None:
+            if name:
+                log.warning("group %s does not exist: only root and tagstatd's own user "
+                            "can use %s", name, self.socket_path)  # fmt: skip
+            return
+        try:
+            if os.stat(self.socket_path).st_gid != gid:
+                os.chown(self.socket_path, -1, gid)
+        except OSError as exc:  # not a member of it, or chown filtered out (SystemCallFilter)
+            log.warning("cannot give %s to group %s: %s", self.socket_path, name, exc.strerror)
 
     def stop(self) -> None:
         """Stop accepting, close and unlink the socket. Safe to call twice."""
@@ -173,7 +212,12 @@ class ControlServer:
             # Not the message: it can echo client text, and no log line may hold a serial.
             log.debug("rejected a malformed control request")
             return wire.error_reply("BadRequest", str(exc))
-        if not self.authorize(op, peer_cred(sock)):
+        try:
+            allowed = self.authorize(op, peer_cred(sock))
+        except PermissionDenied as exc:  # the policy says why (op, group needed, uid)
+            log.info("%s", exc)
+            return wire.error_reply("PermissionDenied", str(exc))
+        if not allowed:
             return wire.error_reply("PermissionDenied", f"not allowed to call {op!r}")
         return self.dispatch(op, args)
 
