@@ -13,7 +13,9 @@ __all__ = [
     "UsageStatisticsStatus",
     "getUsageStatisticsReport",
     "getUsageStatisticsStatus",
+    "record_measurement",
     "setUsageStatisticsStatus",
+    "track_measurement",
     "__version__",
 ]
 
@@ -24,4 +26,10 @@ def __getattr__(name):
         from tagstat import client
 
         return getattr(client, name)
+    # Applications import tagstat to report measurements: load that part only when used.
+    if name in ("track_measurement", "record_measurement"):
+        from tagstat import measurements
+
+        globals()[name] = value = getattr(measurements, name)  # later calls skip this hook
+        return value
     raise AttributeError(f"module 'tagstat' has no attribute {name!r}")
