@@ -137,9 +137,28 @@ _OUTBOX = (
     "CREATE INDEX upload_audit_at ON upload_audit (at)",
 )
 
+# -- 3: measurement events from applications (issue 7) ----------------------------------
+# One row per finished measurement, already minimised (allowlisted type, config keys
+# and indicator names; the error's class name only), so the report can give medians.
+_MEASUREMENTS = (
+    """CREATE TABLE measurements (
+        id INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        start TEXT NOT NULL,
+        "end" TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        error TEXT,  -- exception class name; NULL when the measurement succeeded
+        config TEXT NOT NULL,  -- JSON
+        indicators TEXT NOT NULL  -- JSON
+    )""",
+    'CREATE INDEX measurements_end ON measurements ("end")',
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL),
     Migration(2, "upload outbox and audit log", _OUTBOX),
+    Migration(3, "measurement events", _MEASUREMENTS),
 )
 
 
