@@ -80,3 +80,33 @@ class StatusChange:
     new: int
     persistent: bool
     reason: str  # "api", "install", "config", ...
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxEntry:
+    """One report or deletion request to upload, with its retry schedule (tagstat.outbox)."""
+
+    report_id: str
+    kind: str  # "usage" or "deletion"
+    user_id: str
+    created_at: dt.datetime
+    body: bytes  # the exact JSON bytes sent (gzip-compressed on the wire)
+    size_bytes: int
+    state: str  # "pending", "delivered", "rejected", "dropped", "cancelled", "exported"
+    attempts: int
+    next_attempt_at: dt.datetime
+    last_error: str | None
+    delivered_at: dt.datetime | None
+    quota_exempt: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadAttempt:
+    """One line of the upload audit log: an attempt and its result, or a drop or cancel."""
+
+    at: dt.datetime
+    report_id: str
+    size_bytes: int
+    result: str  # "delivered", "duplicate", "rejected", "retry", "dropped", "cancelled"
+    http_status: int | None = None
+    detail: str | None = None

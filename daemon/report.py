@@ -1,9 +1,11 @@
 """The usage-statistics report: one JSON document built from the store.
 
-The same builder serves ``getUsageStatisticsReport()`` and (later) the upload,
-so what a user sees is what would be sent. Every field is described in
-``docs/DATA.md``; a test fails if the report gains a field the document does
-not describe. All data in the store is already masked.
+The same builder serves ``getUsageStatisticsReport()`` and the upload (a
+``kind: "usage"`` report per period, see ``tagstat.outbox``), so what a user
+sees is what would be sent; ``deletion_request`` is the other kind of upload.
+Every field is described in ``docs/DATA.md``; a test fails if the report
+gains a field the document does not describe. All data in the store is
+already masked.
 """
 
 import datetime as dt
@@ -40,6 +42,7 @@ def build_report(
     ]
     return {
         "schema_version": SCHEMA_VERSION,
+        "kind": "usage",
         "report_id": report_id or str(uuid.uuid4()),
         "generated_at": iso(now),
         "period": {"start": iso(since) if since else _first_start(sessions), "end": iso(now)},
@@ -64,12 +67,24 @@ def build_report(
     }
 
 
+def deletion_request(*, user_id: str, now: dt.datetime, report_id: str | None = None) -> dict:
+    """Asks the collector to delete every report of ``user_id``; carries nothing else."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "deletion",
+        "report_id": report_id or str(uuid.uuid4()),
+        "generated_at": iso(now),
+        "user_id": user_id,
+    }
+
+
 def report_json(report: dict) -> str:
     return json.dumps(report, sort_keys=False, separators=(",", ":"))
 
 
 def session_entry(s: SessionRecord) -> dict:
     return {
+        "session_id": s.session_id,
         "device_id": s.device_id,
         "start": iso(s.start),
         "end": iso(s.end),

@@ -37,6 +37,12 @@ class StatusKeeper:
     def user_id(self) -> str:
         return self._store.get_setting("user_id")
 
+    def rotate_user_id(self) -> str:
+        """Replace the user id (on opting out), so later reports cannot be linked to earlier."""
+        user_id = str(uuid.uuid4())
+        self._store.set_setting("user_id", user_id)
+        return user_id
+
     @property
     def current(self) -> UsageStatisticsStatus:
         t = self._temporary
@@ -60,6 +66,27 @@ class StatusKeeper:
             self._store.add_status_change(
                 StatusChange(self._clock.utc_now(), int(old), int(status), persistent, reason)
             )
+        return old
+
+    def lower_to(self, cap, reason: str = "policy") -> UsageStatisticsStatus | None:
+        """Lower the persistent and temporary status to ``cap``; the old status if it changed.
+
+        A lower temporary status stays in force: a cap never raises collection.
+        """
+        cap = UsageStatisticsStatus.parse(cap)
+        with self._lock:
+            old = self.current
+            if self._persistent > cap:
+                self._persistent = cap
+                self._store.set_setting("status", int(cap))
+            if self._temporary is not None and self._temporary > cap:
+                self._temporary = cap
+            if self.current == old:
+                return None
+            self._store.add_status_change(
+                StatusChange(self._clock.utc_now(), int(old), int(self.current),
+                             not self.is_temporary, reason)
+            )  # fmt: skip
         return old
 
     def since(self):

@@ -27,7 +27,15 @@ import sqlite_utils
 from tagstat import migrations
 from tagstat.clock import Clock, iso, parse_iso
 from tagstat.errors import StoreError
-from tagstat.records import DeviceRecord, MessageRecord, SensorStat, SessionRecord, StatusChange
+from tagstat.records import (
+    DeviceRecord,
+    MessageRecord,
+    OutboxEntry,
+    SensorStat,
+    SessionRecord,
+    StatusChange,
+    UploadAttempt,
+)
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +364,129 @@ class Store:
     def db_size_bytes(self) -> int:
         return sum(_file_size(Path(f"{self.path}{suffix}")) for suffix in ("", "-wal"))
 
+    # -- upload outbox and audit log (tagstat.outbox, tagstat.uploader) -------------------
+
+    @_locked
+    def outbox_add(self, entry: OutboxEntry) -> None:
+        self._db["outbox"].insert(_outbox_row(entry))
+
+    @_locked
+    def outbox_get(self, report_id: str) -> OutboxEntry | None:
+        """The entry with this id, or the only one whose id starts with it."""
+        columns = ", ".join(_OUTBOX_COLUMNS)
+        rows = self._db.execute(
+            f"SELECT {columns} FROM outbox WHERE report_id = ? UNION ALL SELECT * FROM ("
+            f"SELECT {columns} FROM outbox WHERE substr(report_id, 1, ?) = ? LIMIT 2)",
+            [report_id, len(report_id), report_id],
+        ).fetchall()
+        if not rows:
+            return None
+        if rows[0][0] != report_id and len(rows) > 1:
+            return None  # an ambiguous prefix
+        return _outbox_entry(dict(zip(_OUTBOX_COLUMNS, rows[0], strict=True)))
+
+    @_locked
+    def outbox_next_due(self, now: dt.datetime, kinds: Iterable[str]) -> OutboxEntry | None:
+        """The oldest pending entry of these kinds whose next attempt is due."""
+        kinds = list(kinds)
+        rows = self._db["outbox"].rows_where(
+            f"state = 'pending' AND next_attempt_at <= ? AND kind IN ({_marks(kinds)})",
+            [iso(now), *kinds],
+            order_by="created_at, rowid",
+            limit=1,
+        )
+        return next((_outbox_entry(r) for r in rows), None)
+
+    @_locked
+    def outbox_earliest_attempt(self, kinds: Iterable[str]) -> dt.datetime | None:
+        kinds = list(kinds)
+        row = self._db.execute(
+            "SELECT min(next_attempt_at) FROM outbox "
+            f"WHERE state = 'pending' AND kind IN ({_marks(kinds)})",
+            kinds,
+        ).fetchone()
+        return parse_iso(row[0]) if row[0] else None
+
+    @_locked
+    def outbox_pending(self, kind: str | None = None) -> list[OutboxEntry]:
+        where, args = "state = 'pending'", []
+        if kind is not None:
+            where, args = where + " AND kind = ?", [kind]
+        rows = self._db["outbox"].rows_where(where, args, order_by="created_at, rowid")
+        return [_outbox_entry(r) for r in rows]
+
+    @_locked
+    def outbox_counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()
+        return dict(rows)
+
+    @_locked
+    def outbox_last_delivered(self) -> dt.datetime | None:
+        row = self._db.execute("SELECT max(delivered_at) FROM outbox").fetchone()
+        return parse_iso(row[0]) if row[0] else None
+
+    @_locked
+    def outbox_record(self, attempt: UploadAttempt, state: str | None = None, **changes) -> None:
+        """Audit one attempt and update its entry in one transaction.
+
+        ``state`` replaces only ``pending``, except ``delivered``, which is always
+        the truth: a report cancelled while it was on the wire did arrive.
+        """
+        sets = [f"{column} = ?" for column in changes]
+        args = [iso(v) if isinstance(v, dt.datetime) else v for v in changes.values()]
+        if state is not None:
+            sets.append(
+                "state = CASE WHEN state = 'pending' OR ? = 'delivered' THEN ? ELSE state END"
+            )
+            args += [state, state]
+        with self._transaction():
+            if sets:
+                self._db.conn.execute(
+                    f"UPDATE outbox SET {', '.join(sets)} WHERE report_id = ?",
+                    [*args, attempt.report_id],
+                )
+            self._db.conn.execute(_AUDIT_INSERT, _audit_row(attempt))
+
+    @_locked
+    def outbox_retire(self, report_ids: list[str], state: str, at: dt.datetime, why: str) -> int:
+        """Move pending entries to ``state`` (dropped, cancelled) and audit each; how many."""
+        done = 0
+        with self._transaction():
+            for report_id in report_ids:
+                row = self._db.conn.execute(
+                    "UPDATE outbox SET state = ?, last_error = ? "
+                    "WHERE report_id = ? AND state = 'pending' RETURNING size_bytes",
+                    [state, why, report_id],
+                ).fetchone()
+                if row is not None:
+                    attempt = UploadAttempt(at, report_id, row[0], state, None, why)
+                    self._db.conn.execute(_AUDIT_INSERT, _audit_row(attempt))
+                    done += 1
+        return done
+
+    @_locked
+    def upload_audit(self, limit: int | None = None) -> list[UploadAttempt]:
+        """The newest ``limit`` audit lines, oldest first."""
+        rows = self._db.execute(
+            "SELECT at, report_id, size_bytes, result, http_status, detail FROM ("
+            "SELECT * FROM upload_audit ORDER BY id DESC LIMIT ?) ORDER BY id",
+            [-1 if limit is None else limit],
+        ).fetchall()
+        return [UploadAttempt(parse_iso(r[0]), *r[1:]) for r in rows]
+
+    @_locked
+    def prune_uploads(self, cutoff: dt.datetime) -> dict[str, int]:
+        """Delete sent, rejected, dropped and cancelled entries and audit lines older than
+        ``cutoff``; pending entries stay (the outbox limits bound them)."""
+        with self._transaction():
+            outbox = self._db.conn.execute(
+                "DELETE FROM outbox WHERE state != 'pending' AND created_at < ?", [iso(cutoff)]
+            ).rowcount
+            audit = self._db.conn.execute(
+                "DELETE FROM upload_audit WHERE at < ?", [iso(cutoff)]
+            ).rowcount
+        return {"outbox": outbox, "upload_audit": audit}
+
 
 # -- opening ------------------------------------------------------------------------------
 
@@ -434,6 +565,41 @@ def _move_aside(path: Path, now: dt.datetime) -> Path:
 
 
 # -- rows <-> records ------------------------------------------------------------------------
+
+_OUTBOX_COLUMNS = (
+    "report_id", "kind", "user_id", "created_at", "body", "size_bytes", "state", "attempts",
+    "next_attempt_at", "last_error", "delivered_at", "quota_exempt",
+)  # fmt: skip
+_AUDIT_INSERT = (
+    "INSERT INTO upload_audit (at, report_id, size_bytes, result, http_status, detail) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _outbox_row(entry: OutboxEntry) -> dict:
+    row = dataclasses.asdict(entry)
+    for key in ("created_at", "next_attempt_at", "delivered_at"):
+        row[key] = iso(row[key]) if row[key] is not None else None
+    row["quota_exempt"] = int(entry.quota_exempt)
+    return row
+
+
+def _outbox_entry(row: dict) -> OutboxEntry:
+    values = dict(row)
+    for key in ("created_at", "next_attempt_at", "delivered_at"):
+        values[key] = parse_iso(row[key]) if row[key] is not None else None
+    values["body"] = bytes(row["body"])
+    values["quota_exempt"] = bool(row["quota_exempt"])
+    return OutboxEntry(**values)
+
+
+def _audit_row(a: UploadAttempt) -> tuple:
+    return (iso(a.at), a.report_id, a.size_bytes, a.result, a.http_status, a.detail)
+
+
+def _marks(values: list) -> str:
+    return ", ".join("?" * len(values))
+
 
 _DEVICE_KEEP = {"device_id", "first_seen"}
 _DEVICE_JSON = ("calibration", "configuration")
