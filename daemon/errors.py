@@ -32,3 +32,7 @@ class DaemonNotRunningError(TagstatError):
 
 class ApiError(TagstatError):
     """The daemon answered a request with an error."""
+
+
+class PolicyError(TagstatError):
+    """The site's policy (``max_status``) does not allow the request."""

@@ -84,6 +84,11 @@ class Poller:
     def attached(self) -> list[DeviceView]:
         return [a.view for a in self._attached.values()]
 
+    def reconfigure(self, config) -> None:
+        """A reloaded configuration: schedules apply from the next reading on."""
+        self._config = config
+        self._discovery.reconfigure(config.product_ids, config.usb_timeout_ms)
+
     def poll(self, mono_s: float) -> tuple[list[Observation], list[DeviceView], list[str]]:
         """One poll: (observations, devices that went away, scan errors)."""
         scan = self._discovery.scan()

@@ -69,6 +69,10 @@ class Recorder:
         for rec in self._devices.values():
             self._store.upsert_device(rec)
 
+    def reconfigure(self, idle_timeout_s: float) -> None:
+        """A reloaded idle timeout applies to sessions started from now on."""
+        self._idle_timeout_s = idle_timeout_s
+
     def attached_ids(self) -> set[str]:
         return set(self._trackers)
 

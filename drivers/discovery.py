@@ -50,6 +50,12 @@ class Discovery:
         # Devices of our vendor that are not Time Taggers: not asked again.
         self._ignored: set[tuple[int, int, str]] = set()
 
+    def reconfigure(self, product_ids: Iterable[int], timeout_ms: int) -> None:
+        """Applies to devices opened from now on; ignored devices are asked again."""
+        self._product_ids = frozenset(product_ids)
+        self._timeout_ms = timeout_ms
+        self._ignored.clear()
+
     def scan(self) -> ScanResult:
         """Enumerate once; raises only if the bus itself cannot be enumerated."""
         present, added, errors, seen = [], [], [], set()
