@@ -1,0 +1,139 @@
+"""The ``tagstat-collector`` command: serve the collector, or print its statistics.
+
+``serve`` runs the WSGI app of ``tagstat.collector.app`` on werkzeug's
+threaded server and prints ``listening on http://HOST:PORT`` (port 0 picks a
+free port; tests read the line). SIGTERM or SIGINT only set an event; the
+main thread then stops accepting, gives requests in flight a few seconds and
+exits 0. ``stats`` opens the database and prints what ``GET /v1/stats``
+answers. Expected failures (a port in use, a database it cannot use) become
+``tagstat-collector: error: MESSAGE`` and exit code 1; usage errors exit 2.
+A later ``import FILE`` command plugs in as one more subcommand calling
+``intake.parse_json``, ``schema.parse_report`` and ``CollectorStore.ingest``,
+the same path a POST takes, without HTTP.
+"""
+
+import argparse
+import functools
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from werkzeug.serving import make_server
+
+from tagstat.collector.app import create_app
+from tagstat.collector.errors import CollectorError
+from tagstat.collector.intake import Limits
+from tagstat.collector.storage import CollectorStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = Path("collector.db")
+SHUTDOWN_GRACE_S = 5.0  # requests in flight get this long to finish at SIGTERM
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit code (0 ok, 1 error, 2 usage)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help and usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.run(args)
+    except (CollectorError, OSError, ValueError) as exc:
+        print(f"tagstat-collector: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tagstat-collector",
+        description="Receive tagstat usage reports over HTTP and keep them in SQLite.",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"],
+        help="how much to log on stderr (default: info, one line per request)",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "serve",
+        help="run the collector's HTTP service",
+        description="Serve POST /v1/reports, GET /v1/reports, GET /v1/stats and GET /healthz.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port; 0 picks a free one")
+    _add_db(p)
+    p.add_argument(
+        "--max-body-bytes", type=_positive, default=Limits.wire_bytes, metavar="N",
+        help=f"largest body on the wire (default {Limits.wire_bytes})",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-decoded-bytes", type=_positive, default=Limits.decoded_bytes, metavar="N",
+        help=f"largest body after decompression (default {Limits.decoded_bytes})",
+    )  # fmt: skip
+    p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser(
+        "stats",
+        help="print the statistics as JSON",
+        description="Print per-model device counts and median data rates (as GET /v1/stats).",
+    )
+    _add_db(p)
+    p.set_defaults(run=cmd_stats)
+    # Issue 6 adds "import FILE" here: parse_json -> parse_report -> CollectorStore.ingest.
+    return parser
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db", type=Path, default=DEFAULT_DB, metavar="PATH",
+        help=f"the SQLite database (default ./{DEFAULT_DB}; created if missing)",
+    )  # fmt: skip
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def cmd_serve(args) -> int:
+    limits = Limits(wire_bytes=args.max_body_bytes, decoded_bytes=args.max_decoded_bytes)
+    app = create_app(args.db, limits=limits)
+    try:
+        server = make_server(args.host, args.port, app, threaded=True)
+    except OSError as exc:
+        raise CollectorError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    # The poll interval bounds how long shutdown() waits for the serving loop.
+    serve = functools.partial(server.serve_forever, poll_interval=0.1)
+    thread = threading.Thread(target=serve, name="collector-http", daemon=True)
+    thread.start()
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"listening on http://{host}:{server.server_port}", flush=True)
+    log.info("storing reports in %s", args.db)
+    stop.wait()
+    log.info("stopping")
+    server.shutdown()  # no new connections; requests in flight go on in their threads
+    if not app.wait_idle(SHUTDOWN_GRACE_S):
+        log.warning("stopping with requests still in flight after %s s", SHUTDOWN_GRACE_S)
+    server.server_close()
+    return 0
+
+
+def cmd_stats(args) -> int:
+    if not args.db.exists():
+        raise CollectorError(f"no database at {args.db}")
+    print(json.dumps(CollectorStore(args.db).stats(), indent=2))
+    return 0
