@@ -67,8 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
         "report",
         help="print the usage report",
         description="Print the usage report that would be uploaded.",
+        epilog="Under collecting-and-uploading: exactly what the next upload would hold "
+        "(data of the current period only). Otherwise: all data kept locally; none is sent.",
     )
     p.add_argument("--json", action="store_true", help="print it compact, exactly as returned")
+    p.add_argument(
+        "--pending",
+        action="store_true",
+        help="print, byte for byte, the body the next upload will send (JSON; it travels "
+        "gzip-compressed)",
+    )
     p.set_defaults(run=cmd_report)
 
     p = sub.add_parser(
@@ -86,7 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_json(p)
     p.set_defaults(run=cmd_sessions)
+    _add_uploads(sub)
     return parser
+
+
+def _add_uploads(sub) -> None:
+    p = sub.add_parser(
+        "uploads",
+        help="list upload attempts, or show what one sent",
+        description="List upload attempts and results, or show what one report sent.",
+        epilog="`tagstat uploads show ID` prints the exact JSON bytes stored for one report. "
+        "On the wire they travel gzip-compressed; the JSON is what the collector receives "
+        "after decompressing.",
+    )
+    _add_json(p)
+    p.set_defaults(run=cmd_uploads)
+    shows = p.add_subparsers(dest="uploads_command", metavar="show ID")
+    s = shows.add_parser(
+        "show",
+        help="print the exact bytes stored and sent for one report (sent gzip-compressed)",
+        description="Print the exact JSON bytes stored for one report (sent gzip-compressed).",
+    )
+    s.add_argument("report_id", metavar="ID", help="a report id, or a unique prefix of one")
+    s.set_defaults(run=cmd_upload_show)
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +146,8 @@ def cmd_status(client: Client, args: argparse.Namespace) -> None:
 
 
 def cmd_report(client: Client, args: argparse.Namespace) -> None:
+    if args.pending:
+        return cmd_pending(client)
     report = client.report()
     if args.json:
         print(report)
@@ -124,6 +156,56 @@ def cmd_report(client: Client, args: argparse.Namespace) -> None:
         print(json.dumps(json.loads(report), indent=2, ensure_ascii=False))
     except ValueError:  # the informational text shown before any data exists
         print(report)
+
+
+def cmd_pending(client: Client) -> None:
+    pending = client.pending_report()
+    body = pending.get("body")
+    if pending.get("pending"):
+        _write_exact(body)
+        return
+    if not pending.get("endpoint"):
+        print("# no upload_url configured: nothing is sent", file=sys.stderr)
+    if body is None:
+        status = pending.get("status", "?")
+        print(f"nothing pending; the status is {status}, so nothing would be uploaded")
+        return
+    print("# nothing pending; the report this period would produce so far:", file=sys.stderr)
+    _write_exact(body)
+
+
+def _write_exact(body) -> None:
+    """The body as it is stored: no reformatting; a newline only for a terminal."""
+    sys.stdout.write(str(body))
+    if sys.stdout.isatty():
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def cmd_uploads(client: Client, args: argparse.Namespace) -> None:
+    rows = client.uploads()
+    if args.json:
+        _print_json(rows)
+    elif not rows:
+        print("no upload attempts yet")
+    else:
+        header = ["TIME (UTC)", "REPORT ID", "BYTES", "RESULT", "HTTP", "DETAIL"]
+        print(format_table(header, [_upload_row(r) for r in rows]))
+
+
+def cmd_upload_show(client: Client, args: argparse.Namespace) -> None:
+    _write_exact(client.upload_body(args.report_id).get("body", ""))
+
+
+def _upload_row(r: dict) -> list[str]:
+    return [
+        _stamp(r.get("at")),
+        _text(r.get("report_id")),
+        _text(r.get("size_bytes")),
+        _text(r.get("result")),
+        _text(r.get("http_status")),
+        _text(r.get("detail"))[:60],
+    ]
 
 
 def cmd_devices(client: Client, args: argparse.Namespace) -> None:
@@ -164,7 +246,18 @@ def format_status(result: dict) -> str:
     persistence = "persistent" if result.get("persistent") else "temporary (until restart)"
     since = result.get("since")
     text = f"status: {name} ({value}), {persistence}"
-    return text + (f", since {_stamp(since)}" if since else "")
+    text += f", since {_stamp(since)}" if since else ""
+    upload = result.get("upload")
+    return text + ("\n" + format_upload(upload) if isinstance(upload, dict) else "")
+
+
+def format_upload(u: dict) -> str:
+    endpoint = u.get("endpoint") or "none configured (upload_url): reports stay queued"
+    pending = f"{_text(u.get('pending'))} waiting"
+    if u.get("pending_deletions"):
+        pending += f" ({u['pending_deletions']} deletion request(s))"
+    last = _stamp(u.get("last_delivery")) if u.get("last_delivery") else "never"
+    return f"upload endpoint: {endpoint}\nuploads: {pending}, last delivered {last}"
 
 
 def _device_row(d: dict) -> list[str]:

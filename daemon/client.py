@@ -72,6 +72,20 @@ class Client:
     def sessions(self) -> list[dict]:
         return self._expect_rows(self.call("sessions"), "session list")
 
+    def pending_report(self) -> dict:
+        """The body the next upload will send (``body``), or the current period's report."""
+        return self._expect(self.call("pending_report"), dict, "pending report")
+
+    def uploads(self) -> list[dict]:
+        """The upload audit log, oldest first: time, report id, size, result."""
+        return self._expect_rows(self.call("uploads"), "upload list")
+
+    def upload_body(self, report_id: str) -> dict:
+        """The exact JSON bytes stored (and sent gzip-compressed) for one report."""
+        if not isinstance(report_id, str):
+            raise TypeError(f"report_id must be a string, not {type(report_id).__name__}")
+        return self._expect(self.call("upload_body", report_id=report_id), dict, "upload")
+
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout_s)

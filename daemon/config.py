@@ -12,11 +12,13 @@ variable, the key and what is allowed.
 
 import dataclasses
 import difflib
+import ipaddress
 import logging
 import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -90,6 +92,35 @@ class Config:
     )
     admin_group: str = _key("tagstat-admin", "members may also change the status")
     log_level: str = _key("INFO", "least severe messages logged: DEBUG, INFO, WARNING or ERROR")
+    # -- uploading (docs/DATA.md, Uploads) --
+    upload_url: str = _key(
+        "",
+        "base URL of the collector (https://, or http:// to a loopback address); "
+        "empty: none, reports stay queued",
+    )
+    upload_interval_s: float = _key(
+        86400.0, "length of an upload period: one report each", unit="s", minimum=1
+    )
+    upload_connect_timeout_s: float = _key(
+        5.0, "timeout to connect to the collector", unit="s", above=0, maximum=300
+    )
+    upload_read_timeout_s: float = _key(
+        30.0, "timeout waiting for the collector's answer", unit="s", above=0, maximum=600
+    )
+    upload_backoff_initial_s: float = _key(
+        60.0, "delay before the first retry of a failed upload; doubles each time", unit="s",
+        above=0,
+    )  # fmt: skip
+    upload_backoff_max_s: float = _key(
+        21600.0, "longest delay between retries", unit="s", at_least="upload_backoff_initial_s"
+    )
+    outbox_max_reports: int = _key(
+        100, "reports waiting to be sent; beyond this the oldest is dropped", minimum=1
+    )
+    outbox_max_bytes: int = _key(
+        16 * 1024 * 1024, "bytes of reports waiting to be sent; beyond this the oldest is dropped",
+        unit="bytes", above=0,
+    )  # fmt: skip
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -252,6 +283,39 @@ def _parse_log_level(key: str, value: str, source: str) -> str:
     return value.strip().upper()
 
 
+def _parse_upload_url(key: str, value: str, source: str) -> str:
+    """https:// anywhere; plain http:// only to this machine, where nothing can listen in."""
+    url = value.strip()
+    if not url:
+        return ""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        host, _port = parts.hostname, parts.port  # .port raises on a bad port
+    except ValueError as e:
+        raise ConfigError(f"{key} in {source} is not a valid URL ({e}), got {value!r}") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise ConfigError(f"{key} in {source} must be an https:// URL, got {value!r}")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConfigError(
+            f"{key} in {source} must not have a query, fragment or credentials, got {value!r}"
+        )
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(
+            f"{key} in {source} must use https:// (plain http:// only to a loopback "
+            f"address such as 127.0.0.1, ::1 or localhost), got {value!r}"
+        )
+    return url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name could resolve anywhere
+
+
 # String keys with a fixed form: checked (and normalised) by these, not by a range.
 _CHECKED_STRINGS = {
     "initial_status": _parse_status,
@@ -259,6 +323,7 @@ _CHECKED_STRINGS = {
     "reader_group": _parse_group,
     "admin_group": _parse_group,
     "log_level": _parse_log_level,
+    "upload_url": _parse_upload_url,
 }
 
 
