@@ -5,7 +5,7 @@ uid, gid). Reading (status, report, devices, sessions) is for root, the
 daemon's own user and members of ``reader_group`` or ``admin_group``;
 everything else, including ops added later, changes something and is for
 root, the daemon's own user and members of ``admin_group`` only (an op not
-listed in ``READ_OPS`` needs admin: the policy fails closed). A peer's
+listed in ``READ_OPS`` or ``APPLICATION_OPS`` needs admin: the policy fails closed). A peer's
 groups are its primary gid plus its supplementary groups, taken from the
 first source that answers: ``SO_PEERGROUPS`` (read by ``tagstat.control``) (the kernel's record at
 connect time, race-free), the ``Groups:`` line of ``/proc/<pid>/status``
@@ -28,6 +28,10 @@ from tagstat.errors import TagstatError
 log = logging.getLogger(__name__)
 
 READ_OPS = frozenset({"get_status", "get_report", "devices", "sessions"})
+# Sent by applications that run measurements (tagstat.measurements): it adds data but
+# changes no setting, so whoever may read may send it.
+APPLICATION_OPS = frozenset({"record_measurements"})
+_READER_OPS = READ_OPS | APPLICATION_OPS
 
 
 class PermissionDenied(TagstatError):
@@ -48,7 +52,7 @@ class AccessPolicy:
         if peer.uid in (0, self.daemon_uid):
             return True
         config = self._config()
-        needed = [config.admin_group] if op not in READ_OPS else [
+        needed = [config.admin_group] if op not in _READER_OPS else [
             config.reader_group, config.admin_group
         ]  # fmt: skip
         gids = {gid for name in needed if (gid := group_gid(name)) is not None}

@@ -50,6 +50,7 @@ class Controller(Protocol):
     def get_report(self) -> str: ...
     def list_devices(self) -> list[dict]: ...
     def list_sessions(self) -> list[dict]: ...
+    def record_measurements(self, events: list) -> dict: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,6 +247,8 @@ class ControlServer:
             return c.list_devices()
         if op == "sessions":
             return c.list_sessions()
+        if op == "record_measurements":
+            return c.record_measurements(args["events"])
         raise wire.BadRequest(f"unknown op {op!r}")  # parse_request already refused it
 
     def _send(self, sock: socket.socket, reply: dict) -> None:

@@ -14,6 +14,7 @@ import platform
 import uuid
 
 import tagstat
+from tagstat import measurement_data
 from tagstat.clock import iso
 from tagstat.records import SessionRecord
 from tagstat.status import UsageStatisticsStatus
@@ -35,6 +36,7 @@ def build_report(
     """The report over [since, now] of data collected under at least ``min_status``."""
     sessions = store.sessions(since=since, min_status=min_status)
     messages = store.messages(since=since, min_status=min_status)
+    measurements = store.measurements(since=since, min_status=min_status)
     devices = [
         _device(store, d, since, min_status)
         for d in store.devices()
@@ -45,7 +47,10 @@ def build_report(
         "kind": "usage",
         "report_id": report_id or str(uuid.uuid4()),
         "generated_at": iso(now),
-        "period": {"start": iso(since) if since else _first_start(sessions), "end": iso(now)},
+        "period": {
+            "start": iso(since) if since else _first_start(sessions, measurements),
+            "end": iso(now),
+        },
         "user_id": user_id,
         "status": status.name,
         "software": {"tagstat": tagstat.__version__, "python": platform.python_version()},
@@ -64,6 +69,7 @@ def build_report(
             }
             for m in messages
         ],
+        "measurements": measurement_data.summarize(measurements),
     }
 
 
@@ -122,5 +128,6 @@ def _device(store, d, since, min_status) -> dict:
     }
 
 
-def _first_start(sessions) -> str | None:
-    return iso(min(s.start for s in sessions)) if sessions else None
+def _first_start(sessions, measurements) -> str | None:
+    starts = [s.start for s in sessions] + [m.start for m in measurements]
+    return iso(min(starts)) if starts else None

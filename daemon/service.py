@@ -16,6 +16,7 @@ import sys
 import threading
 from pathlib import Path
 
+from tagstat import measurement_data
 from tagstat.clock import Clock, iso
 from tagstat.config import Config, load_config
 from tagstat.errors import ConfigError, TagstatError
@@ -209,6 +210,23 @@ class Service:
                 entry.pop("initial_sensors")
                 out.append({"session_id": s.session_id, "model": models.get(s.device_id), **entry})
             return out
+
+    def record_measurements(self, events: list) -> dict:
+        """Store an application's measurement events; under Disabled, nothing.
+
+        Each event is stored under the lowest status in force between its start
+        and now, so one that ran before consent to upload is never uploaded.
+        """
+        accepted, rejected = measurement_data.validate(events, self.clock.utc_now())
+        with self.lock:
+            current = self.keeper.current
+            if current == UsageStatisticsStatus.Disabled or not accepted:
+                return {"stored": 0, "rejected": rejected}
+            changes = self.store.status_changes()
+            statuses = [measurement_data.lowest_status(e.start, changes, current) for e in accepted]
+            kept = [(e, s) for e, s in zip(accepted, statuses, strict=True) if s > 0]
+            stored = self.store.record_measurements(kept)
+        return {"stored": stored, "rejected": rejected}
 
 
 def build_service(

@@ -27,6 +27,7 @@ import sqlite_utils
 from tagstat import migrations
 from tagstat.clock import Clock, iso, parse_iso
 from tagstat.errors import StoreError
+from tagstat.measurement_data import MeasurementEvent
 from tagstat.records import (
     DeviceRecord,
     MessageRecord,
@@ -44,6 +45,9 @@ JOURNAL_SIZE_LIMIT_BYTES = 1 << 20  # keep an idle WAL file small after checkpoi
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _U64 = 1 << 64
 _SESSION_UNSIGNED = ("last_bytes", "last_tags", "last_uptime_ms")  # raw u64 device counters
+# Measurement events kept at most (the newest), whatever the age and size limits allow:
+# months of a busy lab's measurements, and the report still builds in well under a second.
+MAX_MEASUREMENT_ROWS = 100_000
 
 
 class _Corrupt(Exception):
@@ -273,6 +277,41 @@ class Store:
             for r in rows
         ]
 
+    # -- measurement events (tagstat.measurement_data) ---------------------------------------
+
+    @_locked
+    def record_measurements(self, events: Iterable[tuple[MeasurementEvent, int]]) -> int:
+        """Store (event, status) pairs; returns how many were stored."""
+        rows = [_measurement_row(event, status) for event, status in events]
+        if rows:
+            with self._transaction():
+                self._db.conn.executemany(_MEASUREMENT_INSERT, rows)
+        return len(rows)
+
+    @_locked
+    def measurements(
+        self, since: dt.datetime | None = None, min_status: int = 0
+    ) -> list[MeasurementEvent]:
+        """Events that ended at or after ``since``, oldest start first."""
+        where, args = "status >= ?", [min_status]
+        if since is not None:
+            where += ' AND "end" >= ?'
+            args.append(iso(since))
+        rows = self._db.execute(
+            'SELECT type, start, "end", duration_s, error, config, indicators '
+            f"FROM measurements WHERE {where} ORDER BY start, id",
+            args,
+        ).fetchall()
+        return [_measurement_event(row) for row in rows]
+
+    def _bound_measurements(self) -> int:
+        with self._transaction():
+            return self._db.conn.execute(
+                "DELETE FROM measurements WHERE id NOT IN "
+                '(SELECT id FROM measurements ORDER BY "end" DESC, id DESC LIMIT ?)',
+                [MAX_MEASUREMENT_ROWS],
+            ).rowcount
+
     # -- retention ----------------------------------------------------------------------
 
     @_locked
@@ -280,9 +319,10 @@ class Store:
         self, now: dt.datetime, max_age_s: float, max_bytes: int, max_messages: int
     ) -> dict[str, int]:
         """Apply age, row and size limits; returns rows removed per table."""
-        removed = {"sessions": 0, "sensor_buckets": 0, "messages": 0}
+        removed = {"sessions": 0, "sensor_buckets": 0, "messages": 0, "measurements": 0}
         _add(removed, self._delete_older(iso(now - dt.timedelta(seconds=max_age_s))))
         removed["messages"] += self._bound_messages(max_messages)
+        removed["measurements"] += self._bound_measurements()
         while (excess := self._live_bytes() - max_bytes) > 0:
             cutoff = self._size_cutoff(excess)
             if cutoff is None:
@@ -305,6 +345,7 @@ class Store:
             "sessions": f'DELETE FROM sessions WHERE open = 0 AND "end" {op} ?',
             "sensor_buckets": f"DELETE FROM sensor_buckets WHERE hour <= ? AND last_at {op} ?",
             "messages": f"DELETE FROM messages WHERE last_seen {op} ?",
+            "measurements": f'DELETE FROM measurements WHERE "end" {op} ?',
         }
         with self._transaction():
             return {
@@ -353,7 +394,7 @@ class Store:
         self._db.execute("PRAGMA secure_delete = ON")
         try:
             with self._transaction():
-                for table in ("sessions", "sensor_buckets", "messages", "devices"):
+                for table in ("sessions", "sensor_buckets", "messages", "measurements", "devices"):
                     self._db.conn.execute(f"DELETE FROM {table}")
             self._shrink_file()
         finally:
@@ -640,6 +681,17 @@ def _session_record(row: dict) -> SessionRecord:
     return SessionRecord(**values)
 
 
+def _measurement_row(event: MeasurementEvent, status: int) -> tuple:
+    return (event.type, status, iso(event.start), iso(event.end), event.duration_s, event.error,
+            json.dumps(event.config), json.dumps(event.indicators))  # fmt: skip
+
+
+def _measurement_event(row: tuple) -> MeasurementEvent:
+    type_, start, end, duration_s, error, config, indicators = row
+    return MeasurementEvent(type_, parse_iso(start), parse_iso(end), duration_s, error,
+                            json.loads(config), json.loads(indicators))  # fmt: skip
+
+
 def _hour_of(at: dt.datetime) -> dt.datetime:
     return at.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -699,9 +751,15 @@ ON CONFLICT (source, level, text, status) DO UPDATE SET
     last_seen = max(last_seen, excluded.last_seen)
 """
 
+_MEASUREMENT_INSERT = """
+INSERT INTO measurements (type, status, start, "end", duration_s, error, config, indicators)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
 # The age of every prunable row, so the size limit removes the oldest data first.
 _AGES = """
 SELECT "end" FROM sessions WHERE open = 0
 UNION ALL SELECT last_at FROM sensor_buckets
 UNION ALL SELECT last_seen FROM messages
+UNION ALL SELECT "end" FROM measurements
 """

@@ -27,6 +27,9 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "get_report": {},
     "devices": {},
     "sessions": {},
+    # Measurement events from an application (tagstat.measurements); each event is
+    # checked by tagstat.measurement_data, and the request size limit bounds the list.
+    "record_measurements": {"events": ((list,), "a list of measurement events")},
 }
 
 _CHUNK_BYTES = 16384

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tagstat.hostinfo import HostInfo
+from tagstat.measurement_data import MeasurementEvent
 from tagstat.records import DeviceRecord, SessionRecord
 from tagstat.report import build_report, report_json
 from tagstat.status import UsageStatisticsStatus
@@ -22,6 +23,10 @@ OPAQUE = {
     "devices[].configuration",
     "devices[].sensors",
     "sessions[].initial_sensors",
+    # keyed by exception class, indicator name and configuration key (lists in DATA.md)
+    "measurements[].errors",
+    "measurements[].indicators",
+    "measurements[].config",
 }
 
 
@@ -57,6 +62,9 @@ def seed(store):
     store.record_sensors("ab" * 8, T0 + dt.timedelta(hours=2), 1, {"fpga sensors/temp": 44.0})
     store.record_message("ab" * 8, "warning", "overflow", T0, 1)
     store.record_message("daemon", "error", "usb scan failed", T0, 1)
+    event = MeasurementEvent("Correlation", T0, T0 + dt.timedelta(seconds=2), 2.0, "ValueError",
+                             {"binwidth": 1000}, {"events_processed": 5})  # fmt: skip
+    store.record_measurements([(event, 1)])
 
 
 def report(store, **kw):
