@@ -4,8 +4,10 @@
 information, the USB discovery (real libusb, or a simulated Time Tagger with
 ``--simulate``) and the recorder. ``Service`` runs the loop, which waits on a
 stop event so that SIGTERM and SIGINT end it promptly, and implements the
-controller that the control socket dispatches to. The clock, the paths and the
-USB backend are injectable.
+controller that the control socket dispatches to. Under systemd it reports
+readiness after the first poll, a status line and watchdog pings (sd_notify);
+SIGHUP reloads the configuration in the loop's own thread. The clock, the
+paths and the USB backend are injectable.
 """
 
 import argparse
@@ -16,17 +18,17 @@ import sys
 import threading
 from pathlib import Path
 
-from tagstat import measurement_data
 from tagstat.clock import Clock, iso
-from tagstat.config import Config, load_config
-from tagstat.errors import ConfigError, TagstatError
+from tagstat.config import FIELDS, Config, load_config
+from tagstat.errors import ConfigError, PolicyError, TagstatError
 from tagstat.hostinfo import HostInfoCache
-from tagstat.logsetup import setup_logging
+from tagstat.logsetup import early_logging, setup_logging
 from tagstat.masking import Masker, load_or_create_secret
 from tagstat.paths import Paths
 from tagstat.poller import Poller
 from tagstat.recorder import Recorder
 from tagstat.report import build_report, report_json, session_entry
+from tagstat.sdnotify import Notifier
 from tagstat.status import UsageStatisticsStatus
 from tagstat.status_keeper import StatusKeeper
 from tagstat.store import Store
@@ -66,16 +68,31 @@ class Service:
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
     polls: int = 0
     scan_errors: set = dataclasses.field(default_factory=set)
+    notifier: Notifier = dataclasses.field(default_factory=Notifier)
+    # The loop sleeps on this doorbell: ring it after setting stop or reload_requested.
+    wake: threading.Event = dataclasses.field(default_factory=threading.Event)
+    reload_requested: bool = False
+    # Called as hook(old_config, new_config) after a reload applied new_config.
+    on_reconfigure: list = dataclasses.field(default_factory=list)
+    log_level_override: str | None = None  # --log-level wins over the config's log_level
 
     # -- the loop ----------------------------------------------------------
 
     def run(self, stop: threading.Event, on_poll=None) -> None:
-        interval = self.config.poll_interval_s
         next_poll = self.clock.monotonic()
         next_checkpoint = next_poll + self.config.checkpoint_s
-        next_prune = next_poll
+        next_prune = next_ping = next_poll
         while not stop.is_set():
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+                soon = self.clock.monotonic() + self.config.poll_interval_s
+                next_poll, next_checkpoint = min(next_poll, soon), min(next_checkpoint, soon)
+            interval = self.config.poll_interval_s
             now = self.clock.monotonic()
+            if now >= next_ping:  # from the loop itself, so a stuck loop gets restarted
+                self.notifier.watchdog()
+                next_ping = now + (self.notifier.watchdog_interval_s or float("inf"))
             if now >= next_poll:
                 self.poll_once()
                 # Stay on the grid; after a stall skip the missed polls, don't burst.
@@ -88,7 +105,9 @@ class Service:
             if now >= next_prune:
                 self.prune()
                 next_prune = now + PRUNE_INTERVAL_S
-            stop.wait(max(0.0, min(next_poll, next_checkpoint) - self.clock.monotonic()))
+            wake_at = min(next_poll, next_checkpoint, next_ping)
+            self.wake.wait(max(0.0, wake_at - self.clock.monotonic()))
+            self.wake.clear()
 
     def poll_once(self) -> None:
         with self.lock:
@@ -159,17 +178,27 @@ class Service:
 
     def set_status(self, status, persistent: bool) -> dict:
         status = UsageStatisticsStatus.parse(status)
+        cap = UsageStatisticsStatus.parse(self.config.max_status)
+        if status > cap:
+            raise PolicyError(
+                f"status {status.name} is above this site's cap {cap.name} "
+                f"(max_status in the tagstat configuration); ask the lab's admin"
+            )
         with self.lock:
             old = self.keeper.set(status, persistent)
-            if status != old:
-                log.info("status changed from %s to %s", old.name, status.name)
-                if status == UsageStatisticsStatus.Disabled:
-                    self.recorder.close_all("disabled", forget=True)
-                    self.poller.forget_all()
-                else:
-                    self.recorder.close_all("status_change")
-                    self.hostinfo.start()
+            self._status_changed(old, status)
             return self.keeper.describe()
+
+    def _status_changed(self, old, status) -> None:
+        if status == old:
+            return
+        log.info("status changed from %s to %s", old.name, status.name)
+        if status == UsageStatisticsStatus.Disabled:
+            self.recorder.close_all("disabled", forget=True)
+            self.poller.forget_all()
+        else:
+            self.recorder.close_all("status_change")
+            self.hostinfo.start()
 
     def get_report(self) -> str:
         host = self.hostinfo.get(timeout_s=2.0)
@@ -211,22 +240,58 @@ class Service:
                 out.append({"session_id": s.session_id, "model": models.get(s.device_id), **entry})
             return out
 
-    def record_measurements(self, events: list) -> dict:
-        """Store an application's measurement events; under Disabled, nothing.
+    # -- policy and reload (systemd's ExecReload sends SIGHUP) ---------------
 
-        Each event is stored under the lowest status in force between its start
-        and now, so one that ran before consent to upload is never uploaded.
-        """
-        accepted, rejected = measurement_data.validate(events, self.clock.utc_now())
+    def enforce_status_cap(self) -> None:
+        """Lower a status above ``max_status`` to it (recorded with reason "policy")."""
+        cap = UsageStatisticsStatus.parse(self.config.max_status)
         with self.lock:
-            current = self.keeper.current
-            if current == UsageStatisticsStatus.Disabled or not accepted:
-                return {"stored": 0, "rejected": rejected}
-            changes = self.store.status_changes()
-            statuses = [measurement_data.lowest_status(e.start, changes, current) for e in accepted]
-            kept = [(e, s) for e, s in zip(accepted, statuses, strict=True) if s > 0]
-            stored = self.store.record_measurements(kept)
-        return {"stored": stored, "rejected": rejected}
+            old = self.keeper.lower_to(cap, reason="policy")
+            if old is not None:
+                log.warning("status lowered from %s to %s: max_status is %s",
+                            old.name, self.keeper.current.name, cap.name)  # fmt: skip
+                self._status_changed(old, self.keeper.current)
+
+    def reload(self) -> bool:
+        """Re-read the configuration and apply it; an invalid one is logged and ignored."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.paths.config_file)
+        except ConfigError as e:
+            log.error("configuration not reloaded, the running one stays: %s", e)
+            self.notifier.ready(self.status_line())
+            return False
+        with self.lock:
+            old, self.config = self.config, new
+            self.poller.reconfigure(new)
+            self.recorder.reconfigure(new.idle_timeout_s)
+            logging.getLogger().setLevel(self.log_level_override or new.log_level)
+            self.enforce_status_cap()
+        for hook in self.on_reconfigure:
+            try:
+                hook(old, new)
+            except Exception:  # one part failing to reconfigure must not stop the daemon
+                log.exception("applying the reloaded configuration failed in %r", hook)
+        log.info("configuration reloaded: %s", config_changes(old, new) or "nothing changed")
+        self.notifier.ready(self.status_line())
+        return True
+
+    def status_line(self) -> str:
+        """What the daemon is doing, for systemctl status (STATUS=)."""
+        status = self.keeper.current
+        if status == UsageStatisticsStatus.Disabled:
+            return "status Disabled: collecting nothing"
+        n = len(self.poller.attached())
+        return f"polling {n} Time Tagger{'' if n == 1 else 's'}, status {status.name}"
+
+
+def config_changes(old: Config, new: Config) -> str:
+    """'key old -> new' for each changed key, comma-separated."""
+    return ", ".join(
+        f"{key} {getattr(old, key)!r} -> {getattr(new, key)!r}"
+        for key in FIELDS
+        if getattr(old, key) != getattr(new, key)
+    )
 
 
 def build_service(
@@ -252,7 +317,9 @@ def build_service(
     )
     poller = Poller(discovery, masker, secret, config, MessageCursors(store))
     recorder = Recorder(store, config.idle_timeout_s)
-    return Service(config, paths, clock, store, masker, keeper, hostinfo, poller, recorder)
+    service = Service(config, paths, clock, store, masker, keeper, hostinfo, poller, recorder)
+    service.enforce_status_cap()  # before the first poll: no session mixes two statuses
+    return service
 
 
 def simulated_backend(paths: Paths, scenario: str | None):
@@ -275,35 +342,45 @@ def parse_args(argv):
         metavar="SCENARIO",
         help="attach simulated Time Taggers (default scenario, or a TOML scenario file)",
     )
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="overrides the configuration's log_level (default INFO)",
+    )
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    early_logging(args.log_level or "INFO")
     paths = Paths.resolve(args.home)
     try:
         config = load_config(paths.config_file)
+        logging.getLogger().setLevel(args.log_level or config.log_level)
         backend = simulated_backend(paths, args.simulate) if args.simulate is not None else None
         service = build_service(paths, config, backend=backend)
     except ConfigError as e:
-        print(f"tagstatd: configuration error: {e}", file=sys.stderr)
+        log.error("configuration error: %s", e)
         return EX_CONFIG
     except TagstatError as e:
-        print(f"tagstatd: error: {e}", file=sys.stderr)
+        log.error("%s", e)
         return 1
-    service.daemon_messages = setup_logging(service.masker, args.log_level)
+    service.log_level_override = args.log_level
+    service.daemon_messages = setup_logging(service.masker, args.log_level or config.log_level)
+    service.notifier = Notifier.from_env()
     return serve(service)
 
 
 def serve(service: Service) -> int:
+    from tagstat.access import AccessPolicy
     from tagstat.control import ControlServer
 
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server = ControlServer(service.paths.socket, service)
+    _handle_signals(service, stop)
+    policy = AccessPolicy(lambda: service.config)
+    server = ControlServer(service.paths.socket, service, authorize=policy.authorize,
+                           socket_group=service.config.reader_group)  # fmt: skip
+    service.on_reconfigure.append(lambda old, new: server.set_socket_group(new.reader_group))
     try:
         server.start()
     except TagstatError as e:
@@ -313,12 +390,44 @@ def serve(service: Service) -> int:
     log.info("tagstatd started: status %s, socket %s", service.keeper.current.name,
              service.paths.socket)  # fmt: skip
     try:
-        service.run(stop)
+        service.run(stop, on_poll=_readiness(service.notifier))
     finally:
+        service.notifier.stopping()
         server.stop()
         service.shutdown()
         log.info("tagstatd stopped")
     return 0
+
+
+def _handle_signals(service: Service, stop: threading.Event) -> None:
+    """Handlers only set flags and ring the loop's doorbell; the loop does the work."""
+
+    def on_stop(*_):
+        stop.set()
+        service.wake.set()
+
+    def on_reload(*_):
+        service.reload_requested = True
+        service.wake.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_stop)
+    signal.signal(signal.SIGHUP, on_reload)
+
+
+def _readiness(notifier: Notifier):
+    """on_poll: READY=1 with the status line after the first poll, then status updates."""
+    ready = False
+
+    def on_poll(service: Service) -> None:
+        nonlocal ready
+        if not ready:
+            notifier.ready(service.status_line())
+            ready = True
+        else:
+            notifier.status(service.status_line())
+
+    return on_poll
 
 
 if __name__ == "__main__":
