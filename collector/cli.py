@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -109,10 +110,8 @@ def _positive(text: str) -> int:
 def cmd_serve(args) -> int:
     limits = Limits(wire_bytes=args.max_body_bytes, decoded_bytes=args.max_decoded_bytes)
     app = create_app(args.db, limits=limits)
-    try:
-        server = make_server(args.host, args.port, app, threaded=True)
-    except OSError as exc:
-        raise CollectorError(f"cannot listen on {args.host}:{args.port}: {exc}") from exc
+    with _listen(args.host, args.port) as sock:
+        server = make_server(args.host, args.port, app, threaded=True, fd=sock.fileno())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -121,7 +120,7 @@ def cmd_serve(args) -> int:
     thread = threading.Thread(target=serve, name="collector-http", daemon=True)
     thread.start()
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"listening on http://{host}:{server.server_port}", flush=True)
+    print(f"listening on http://{host}:{server.port}", flush=True)
     log.info("storing reports in %s", args.db)
     stop.wait()
     log.info("stopping")
@@ -130,6 +129,15 @@ def cmd_serve(args) -> int:
         log.warning("stopping with requests still in flight after %s s", SHUTDOWN_GRACE_S)
     server.server_close()
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket; bound here because werkzeug's own bind exits the process on error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=128)
+    except OSError as exc:
+        raise CollectorError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def cmd_stats(args) -> int:
