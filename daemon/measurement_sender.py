@@ -88,6 +88,7 @@ class Sender:
                     break
                 self._cond.wait(remaining_s)
             self._flushing = False
+            self._cond.notify_all()  # the thread may be waiting on the flush's terms
             return not (self._queue or self._busy)
 
     def _start(self) -> None:
@@ -109,7 +110,7 @@ class Sender:
         with self._cond:
             while not self._ready():
                 self._cond.wait(self._wait_s())
-            if not self._flushing:
+            if not self._urgent():
                 self._cond.wait(LINGER_S)  # only flush() notifies now, and it should not wait
             n = min(len(self._queue), MAX_BATCH_EVENTS)
             events = [self._queue.popleft() for _ in range(n)]
@@ -119,13 +120,15 @@ class Sender:
     def _ready(self) -> bool:
         if not self._queue:
             return False
-        if self._flushing:
-            return not self._flush_gave_up
-        return time.monotonic() >= self._retry_at
+        return self._urgent() or time.monotonic() >= self._retry_at
+
+    def _urgent(self) -> bool:
+        """flush() is waiting, and the daemon has not been found absent since it began."""
+        return self._flushing and not self._flush_gave_up
 
     def _wait_s(self) -> float | None:
-        if not self._queue or self._flushing:
-            return None
+        if not self._queue:
+            return None  # until submit() notifies
         return max(0.0, self._retry_at - time.monotonic())
 
     def _finish(self, n_tried: int, outcome: str, unsent: list[tuple]) -> None:

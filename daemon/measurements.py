@@ -95,9 +95,10 @@ def record_measurement(
     start_s, end_s = _posix_time("start", start), _posix_time("end", end)
     _check_mapping("config", config)
     _check_mapping("indicators", indicators)
+    error_name = _error_name(error)
     if killswitch.active() is not None or end_s < start_s:
         return
-    event = (measurement_type, start_s, end_s - start_s, _error_name(error),
+    event = (measurement_type, start_s, end_s - start_s, error_name,
              dict(config or {}), dict(indicators or {}))  # fmt: skip
     _submit(event)
 
