@@ -44,6 +44,9 @@ class Outbox:
         self._config = config
         self._host = host  # must not block: it runs on the poll thread
 
+    def reconfigure(self, config: Config) -> None:
+        self._config = config  # a new interval applies to the period in progress
+
     # -- state -------------------------------------------------------------------------
 
     def uploading(self) -> bool:

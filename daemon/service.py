@@ -12,18 +12,22 @@ paths and the USB backend are injectable.
 
 import argparse
 import dataclasses
+import datetime as dt
 import logging
+import re
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from tagstat import measurement_data
 from tagstat.clock import Clock, iso
 from tagstat.config import FIELDS, Config, load_config
 from tagstat.errors import ConfigError, PolicyError, TagstatError
 from tagstat.hostinfo import HostInfoCache
 from tagstat.logsetup import early_logging, setup_logging
 from tagstat.masking import Masker, load_or_create_secret
+from tagstat.outbox import Outbox
 from tagstat.paths import Paths
 from tagstat.poller import Poller
 from tagstat.recorder import Recorder
@@ -32,10 +36,13 @@ from tagstat.sdnotify import Notifier
 from tagstat.status import UsageStatisticsStatus
 from tagstat.status_keeper import StatusKeeper
 from tagstat.store import Store
+from tagstat.uploader import Uploader
 
 log = logging.getLogger(__name__)
 
 PRUNE_INTERVAL_S = 3600.0
+UPLOADS_LISTED = 1000  # audit lines `tagstat uploads` shows, newest
+_REPORT_ID = re.compile(r"[0-9a-fA-F-]{4,36}")
 EX_CONFIG = 78  # sysexits: a configuration error; systemd must not restart-loop on it
 
 
@@ -75,6 +82,8 @@ class Service:
     # Called as hook(old_config, new_config) after a reload applied new_config.
     on_reconfigure: list = dataclasses.field(default_factory=list)
     log_level_override: str | None = None  # --log-level wins over the config's log_level
+    outbox: Outbox | None = None  # period reports and opting out (None: no uploads at all)
+    uploader: Uploader | None = None  # the thread that sends the outbox
 
     # -- the loop ----------------------------------------------------------
 
@@ -105,6 +114,7 @@ class Service:
             if now >= next_prune:
                 self.prune()
                 next_prune = now + PRUNE_INTERVAL_S
+            self.close_period_if_due()
             wake_at = min(next_poll, next_checkpoint, next_ping)
             self.wake.wait(max(0.0, wake_at - self.clock.monotonic()))
             self.wake.clear()
@@ -147,14 +157,22 @@ class Service:
                 self.clock.utc_now(), c.retention_days * 86400, c.retention_max_bytes,
                 c.max_messages,
             )  # fmt: skip
+            cutoff = self.clock.utc_now() - dt.timedelta(days=c.retention_days)
+            removed |= self.store.prune_uploads(cutoff)  # sent reports and the audit log
             if any(removed.values()):
                 log.info("retention removed %s", removed)
 
     def shutdown(self) -> None:
-        """Checkpoint open sessions (they resume after a restart) and close the store."""
+        """Checkpoint open sessions (they resume after a restart), queue the last period's
+        report, give the uploader a few seconds, and close the store."""
         with self.lock:
             self.recorder.checkpoint()
             self._store_daemon_messages(int(self.keeper.current))
+            if self.outbox is not None:
+                self.outbox.close_period()
+        if self.uploader is not None:
+            self.uploader.stop()  # outside the lock: it may wait for the network a little
+        with self.lock:
             self.poller.forget_all()
             self.store.close()
 
@@ -174,7 +192,10 @@ class Service:
     # -- the controller (called from control-socket threads) ---------------
 
     def get_status(self) -> dict:
-        return self.keeper.describe()
+        result = self.keeper.describe()
+        if self.outbox is not None:
+            result["upload"] = self.outbox.summary()
+        return result
 
     def set_status(self, status, persistent: bool) -> dict:
         status = UsageStatisticsStatus.parse(status)
@@ -199,11 +220,20 @@ class Service:
         else:
             self.recorder.close_all("status_change")
             self.hostinfo.start()
+        if self.outbox is not None:  # after close_all: sessions end under the old status
+            self.outbox.status_changed(old, status)
+            self.uploader.wake()
 
     def get_report(self) -> str:
         host = self.hostinfo.get(timeout_s=2.0)
         with self.lock:
             self.recorder.checkpoint()
+            if self.outbox is not None and self.outbox.uploading():
+                # Exactly what the next upload would hold (status-2 data of this period).
+                now = self.clock.utc_now()
+                since = self.outbox.period_start() or now
+                report = self.outbox.usage_report(since, now, host.to_report() if host else None)
+                return report_json(report)
             report = build_report(
                 self.store,
                 user_id=self.keeper.user_id,
@@ -239,6 +269,73 @@ class Service:
                 entry.pop("initial_sensors")
                 out.append({"session_id": s.session_id, "model": models.get(s.device_id), **entry})
             return out
+
+    def record_measurements(self, events: list) -> dict:
+        """Store an application's measurement events; under Disabled, nothing.
+
+        Each event is stored under the lowest status in force between its start
+        and now, so one that ran before consent to upload is never uploaded.
+        """
+        accepted, rejected = measurement_data.validate(events, self.clock.utc_now())
+        with self.lock:
+            current = self.keeper.current
+            if current == UsageStatisticsStatus.Disabled or not accepted:
+                return {"stored": 0, "rejected": rejected}
+            changes = self.store.status_changes()
+            statuses = [measurement_data.lowest_status(e.start, changes, current) for e in accepted]
+            kept = [(e, s) for e, s in zip(accepted, statuses, strict=True) if s > 0]
+            stored = self.store.record_measurements(kept)
+        return {"stored": stored, "rejected": rejected}
+
+    # -- uploads (tagstat.outbox decides, tagstat.uploader sends) ------------
+
+    def close_period_if_due(self) -> None:
+        if self.outbox is None or (self.outbox.seconds_to_period_end() or 0) > 0:
+            return
+        with self.lock:
+            self.recorder.checkpoint()  # open sessions' latest totals go into the report
+            if self.outbox.close_period():
+                self.uploader.wake()
+
+    def pending_report(self) -> dict:
+        """The body the next upload will send, byte for byte; or what this period would."""
+        entry = self.outbox.next_to_send()
+        if entry is not None:
+            return {
+                "pending": True, "report_id": entry.report_id, "kind": entry.kind,
+                "attempts": entry.attempts, "next_attempt_at": iso(entry.next_attempt_at),
+                "body": entry.body.decode("utf-8"), "endpoint": self.config.upload_url or None,
+            }  # fmt: skip
+        uploading = self.outbox.uploading()
+        return {
+            "pending": False,
+            "body": self.get_report() if uploading else None,
+            "endpoint": self.config.upload_url or None,
+            "status": self.keeper.current.name,
+        }
+
+    def list_uploads(self) -> list[dict]:
+        return [
+            {"at": iso(a.at), "report_id": a.report_id, "size_bytes": a.size_bytes,
+             "result": a.result, "http_status": a.http_status, "detail": a.detail}
+            for a in self.store.upload_audit(limit=UPLOADS_LISTED)
+        ]  # fmt: skip
+
+    def upload_body(self, report_id: str) -> dict:
+        if not _REPORT_ID.fullmatch(report_id):
+            raise ValueError(f"not a report id: {report_id[:40]!r} (hex digits and dashes)")
+        entry = self.store.outbox_get(report_id)
+        if entry is None:
+            raise TagstatError(
+                f"no report {report_id} in the outbox: never made, deleted after "
+                "retention_days, or an id prefix that matches several"
+            )
+        return {"report_id": entry.report_id, "kind": entry.kind, "state": entry.state,
+                "body": entry.body.decode("utf-8")}  # fmt: skip
+
+    def _reconfigure_uploads(self, old: Config, new: Config) -> None:
+        self.outbox.reconfigure(new)
+        self.uploader.reconfigure(new)
 
     # -- policy and reload (systemd's ExecReload sends SIGHUP) ---------------
 
@@ -318,8 +415,21 @@ def build_service(
     poller = Poller(discovery, masker, secret, config, MessageCursors(store))
     recorder = Recorder(store, config.idle_timeout_s)
     service = Service(config, paths, clock, store, masker, keeper, hostinfo, poller, recorder)
+    _wire_uploads(service)
     service.enforce_status_cap()  # before the first poll: no session mixes two statuses
     return service
+
+
+def _wire_uploads(service: Service) -> None:
+    def host() -> dict | None:  # never waits: the poll thread builds period reports
+        info = service.hostinfo.get()
+        return info.to_report() if info else None
+
+    s = service
+    s.outbox = Outbox(s.store, s.keeper, s.clock, s.config, host)
+    s.outbox.start()
+    s.uploader = Uploader(s.store, s.config, s.clock, kinds=s.outbox.sendable_kinds)
+    s.on_reconfigure.append(s._reconfigure_uploads)
 
 
 def simulated_backend(paths: Paths, scenario: str | None):
@@ -389,6 +499,7 @@ def serve(service: Service) -> int:
         return 1
     log.info("tagstatd started: status %s, socket %s", service.keeper.current.name,
              service.paths.socket)  # fmt: skip
+    service.uploader.start()
     try:
         service.run(stop, on_poll=_readiness(service.notifier))
     finally:

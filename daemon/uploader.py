@@ -100,7 +100,7 @@ def _retry_after_s(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return Retry.parse_retry_after(value)
+        return Retry(total=None).parse_retry_after(value)  # seconds or an HTTP date
     except InvalidHeader:
         return None  # an unreadable header: fall back to our own backoff
 
@@ -139,6 +139,19 @@ class Uploader:
         self._deadline = 0.0
         self._thread: threading.Thread | None = None
         self.in_flight: str | None = None  # the report id on the wire, if any
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded configuration; a newly set upload_url starts the thread."""
+        with self._cond:
+            self._config = config
+            self._url = config.upload_url + REPORTS_PATH if config.upload_url else None
+        if (
+            self._url
+            and not self._stopping
+            and (self._thread is None or not self._thread.is_alive())
+        ):
+            self.start()
+        self.wake()
 
     @property
     def configured(self) -> bool:
@@ -230,11 +243,12 @@ class Uploader:
                 stream=True,  # so a huge answer is not read whole
             ) as response:
                 answer = response.raw.read(MAX_ANSWER_BYTES, decode_content=True) or b""
-                return classify(response.status_code, response.headers, answer)
+                status, answer_headers = response.status_code, response.headers
         except Exception as e:
             # requests' errors, and urllib3's own (ProtocolError, ReadTimeoutError) when the
             # connection breaks while the answer is read: all mean "try again later".
             return Outcome("retry", None, _short(f"{type(e).__name__}: {e}"))
+        return classify(status, answer_headers, answer)
 
     def _record(self, entry: OutboxEntry, outcome: Outcome) -> None:
         now = self._clock.utc_now()

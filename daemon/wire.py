@@ -27,6 +27,10 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "get_report": {},
     "devices": {},
     "sessions": {},
+    # Uploads (tagstat.outbox): the next body to send, the audit log, one stored body.
+    "pending_report": {},
+    "uploads": {},
+    "upload_body": {"report_id": ((str,), "a report id")},
     # Measurement events from an application (tagstat.measurements); each event is
     # checked by tagstat.measurement_data, and the request size limit bounds the list.
     "record_measurements": {"events": ((list,), "a list of measurement events")},

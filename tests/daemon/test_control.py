@@ -66,6 +66,18 @@ class FakeController:
         self._enter("sessions")
         return []
 
+    def pending_report(self):
+        self._enter("pending_report")
+        return {"pending": False, "body": None, "endpoint": None, "status": "Collecting"}
+
+    def list_uploads(self):
+        self._enter("uploads")
+        return []
+
+    def upload_body(self, report_id):
+        self._enter("upload_body", report_id)
+        return {"report_id": report_id, "kind": "usage", "state": "pending", "body": "{}"}
+
 
 @pytest.fixture
 def sock_dir():
