@@ -33,6 +33,9 @@ MAX_QUEUED_EVENTS = 1000
 MAX_BATCH_BYTES = wire.MAX_REQUEST_BYTES - 1024  # room for the op name and the framing
 MAX_BATCH_EVENTS = 500  # below the daemon's per-request limit
 LINGER_S = 0.05  # let a burst of events collect into one request
+# Encoding is pure Python and holds the GIL: yield it this often, so that the
+# application's threads wait at most a fraction of a millisecond for it.
+_YIELD_EVERY = 16
 CONNECT_TIMEOUT_S = 0.25
 REPLY_TIMEOUT_S = 2.0
 EXIT_WAIT_S = 0.5
@@ -152,35 +155,41 @@ class Sender:
             self._cond.notify_all()
 
     def _deliver(self, events: list[tuple]) -> tuple[str, list[tuple]]:
-        """Send ``events`` in as many requests as the size limit needs.
+        """Send ``events``, one request per connection, each within the size limit.
 
-        Returns the outcome and the events that never reached a daemon.
+        Connects before encoding, so an absent daemon costs no work. Returns the
+        outcome and the events that never reached a daemon.
         """
-        pairs = [(event, line) for event in events if (line := _encoded(event)) is not None]
         outcome, done = _OK, 0
-        for n, batch in _batches([line for _, line in pairs]):
-            result = self._send(b'{"op":"record_measurements","events":[%s]}\n' % batch)
-            if result == _ABSENT:
-                unsent = [event for event, _ in pairs[done:]]
-                return (_ABSENT if outcome == _OK else outcome), unsent
+        while done < len(events):
+            sock = self._connect()
+            if sock is None:
+                return (_ABSENT if outcome == _OK else outcome), events[done:]
+            with sock:
+                n, body = _request(events, done)
+                result = self._exchange(sock, body) if body else _OK
             outcome = _FAILED if result == _FAILED else outcome
             done += n
         return outcome, []
 
-    def _send(self, request: bytes) -> str:
+    def _connect(self) -> socket.socket | None:
         path = self.socket_path or Paths.resolve().socket
         self.socket_path = path
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(CONNECT_TIMEOUT_S)
-            try:
-                sock.connect(os.fspath(path))
-            except OSError:  # missing, refused, no permission, backlog full: try later
-                return _ABSENT
-            try:
-                sock.sendall(request)
-                reply = wire.read_message(sock, None, REPLY_TIMEOUT_S)
-            except (OSError, wire.BadRequest):
-                return _FAILED  # it may have been stored; resending could count it twice
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT_S)
+        try:
+            sock.connect(os.fspath(path))
+        except OSError:  # missing, refused, no permission, backlog full: try later
+            sock.close()
+            return None
+        return sock
+
+    def _exchange(self, sock: socket.socket, request: bytes) -> str:
+        try:
+            sock.sendall(request)
+            reply = wire.read_message(sock, None, REPLY_TIMEOUT_S)
+        except (OSError, wire.BadRequest):
+            return _FAILED  # it may have been stored; resending could count it twice
         return _OK if reply.get("ok") is True else _FAILED
 
 
@@ -211,15 +220,24 @@ def _encoded(event: tuple) -> bytes | None:
         return None
 
 
-def _batches(lines: list[bytes]):
-    """(count, comma-joined encoded events) runs, each within ``MAX_BATCH_BYTES``."""
-    batch: list[bytes] = []
-    size = 0
-    for data in lines:
-        if batch and size + len(data) + 1 > MAX_BATCH_BYTES:
-            yield len(batch), b",".join(batch)
-            batch, size = [], 0
-        batch.append(data)
-        size += len(data) + 1
-    if batch:
-        yield len(batch), b",".join(batch)
+def _request(events: list[tuple], first: int) -> tuple[int, bytes | None]:
+    """One request with as many events from ``events[first:]`` as fit the size limit.
+
+    Returns how many events it used up (an event that cannot be encoded is used
+    up, and dropped) and the request, or None when none of them could be encoded.
+    """
+    parts: list[bytes] = []
+    size, i = 0, first
+    while i < len(events):
+        if (i - first) % _YIELD_EVERY == _YIELD_EVERY - 1:
+            time.sleep(0.0001)  # let the application's threads have the GIL between chunks
+        data = _encoded(events[i])
+        if data is not None and parts and size + len(data) + 1 > MAX_BATCH_BYTES:
+            break  # it goes into the next request
+        if data is not None and len(data) < MAX_BATCH_BYTES:
+            parts.append(data)
+            size += len(data) + 1
+        i += 1
+    if not parts:
+        return i - first, None
+    return i - first, b'{"op":"record_measurements","events":[%s]}\n' % b",".join(parts)
