@@ -57,31 +57,16 @@ def create_app(
 
 
 class CollectorApp:
-    """A WSGI callable; ``wait_idle`` lets a server finish requests in flight at shutdown."""
+    """The WSGI callable: one request in, one response out."""
 
     def __init__(self, store: CollectorStore, limits: Limits, max_concurrent_posts: int, utc_now):
         self.store = store
         self.limits = limits
         self._utc_now = utc_now
         self._post_slots = threading.BoundedSemaphore(max_concurrent_posts)
-        self._active = 0
-        self._idle = threading.Condition()
 
     def __call__(self, environ, start_response):
-        with self._idle:
-            self._active += 1
-        try:
-            response = self._answer(Request(environ))
-        finally:
-            with self._idle:
-                self._active -= 1
-                self._idle.notify_all()
-        return response(environ, start_response)
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no request is being handled; False if some still are at the deadline."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._active == 0, timeout=timeout_s)
+        return self._answer(Request(environ))(environ, start_response)
 
     def _answer(self, request: Request) -> Response:
         try:

@@ -1,7 +1,7 @@
 """The ``tagstat-collector`` command: serve the collector, or print its statistics.
 
-``serve`` runs the WSGI app of ``tagstat.collector.app`` on werkzeug's
-threaded server and prints ``listening on http://HOST:PORT`` (port 0 picks a
+``serve`` runs the WSGI app of ``tagstat.collector.app`` on the threaded
+server of ``tagstat.collector.server`` and prints ``listening on http://HOST:PORT`` (port 0 picks a
 free port; tests read the line). SIGTERM or SIGINT only set an event; the
 main thread then stops accepting, gives requests in flight a few seconds and
 exits 0. ``stats`` opens the database and prints what ``GET /v1/stats``
@@ -13,26 +13,24 @@ the same path a POST takes, without HTTP.
 """
 
 import argparse
-import functools
 import json
 import logging
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from werkzeug.serving import make_server
-
 from tagstat.collector.app import create_app
 from tagstat.collector.errors import CollectorError
 from tagstat.collector.intake import Limits
+from tagstat.collector.server import CollectorServer
 from tagstat.collector.storage import CollectorStore
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = Path("collector.db")
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 SHUTDOWN_GRACE_S = 5.0  # requests in flight get this long to finish at SIGTERM
 
 
@@ -109,35 +107,25 @@ def _positive(text: str) -> int:
 
 def cmd_serve(args) -> int:
     limits = Limits(wire_bytes=args.max_body_bytes, decoded_bytes=args.max_decoded_bytes)
-    app = create_app(args.db, limits=limits)
-    with _listen(args.host, args.port) as sock:
-        server = make_server(args.host, args.port, app, threaded=True, fd=sock.fileno())
+    server = CollectorServer(args.host, args.port, create_app(args.db, limits=limits))
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, lambda *_: stop.set())
-    # The poll interval bounds how long shutdown() waits for the serving loop.
-    serve = functools.partial(server.serve_forever, poll_interval=0.1)
-    thread = threading.Thread(target=serve, name="collector-http", daemon=True)
-    thread.start()
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"listening on http://{host}:{server.port}", flush=True)
+    # The kernel gives a process's signal to any thread that does not block it,
+    # and Python runs handlers only in the main thread, which would sleep on.
+    # The server's threads inherit this mask, so the signal reaches main.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        server.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    print(f"listening on {server.url}", flush=True)
     log.info("storing reports in %s", args.db)
     stop.wait()
     log.info("stopping")
-    server.shutdown()  # no new connections; requests in flight go on in their threads
-    if not app.wait_idle(SHUTDOWN_GRACE_S):
-        log.warning("stopping with requests still in flight after %s s", SHUTDOWN_GRACE_S)
-    server.server_close()
+    if not server.stop(SHUTDOWN_GRACE_S):
+        log.warning("stopped with requests still in flight after %s s", SHUTDOWN_GRACE_S)
     return 0
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """A listening socket; bound here because werkzeug's own bind exits the process on error."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, port), family=family, backlog=128)
-    except OSError as exc:
-        raise CollectorError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 def cmd_stats(args) -> int:

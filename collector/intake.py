@@ -57,7 +57,10 @@ def read_limited(request, limit_bytes: int) -> bytes:
     stream = request.stream  # bounded by Content-Length, or de-chunked until its end
     parts, total = [], 0
     while True:
-        part = stream.read(min(READ_CHUNK_BYTES, limit_bytes + 1 - total))
+        try:
+            part = stream.read(min(READ_CHUNK_BYTES, limit_bytes + 1 - total))
+        except OSError:  # werkzeug's de-chunking: a malformed chunk, or the client left
+            raise Rejected(400, "body could not be read (bad chunked encoding)") from None
         if not part:
             return b"".join(parts)
         total += len(part)

@@ -3,15 +3,14 @@
 import copy
 import gzip
 import json
-import threading
 import uuid
 from pathlib import Path
 
 import requests
-from werkzeug.serving import make_server
 
 from tagstat.collector.app import create_app
 from tagstat.collector.intake import Limits
+from tagstat.collector.server import CollectorServer
 
 USER = "0b9e4a52-8a1d-4d7e-9a52-3f0c2a9e1b11"
 DEVICE = "ab" * 8
@@ -19,22 +18,18 @@ ULTRA = "Time Tagger Ultra"
 
 
 class Collector:
-    """A collector app on werkzeug's threaded server in a thread of the test process."""
+    """The collector app on its threaded server, in a thread of the test process."""
 
     def __init__(self, db_path: Path, limits: Limits | None = None):
         self.db_path = db_path
         self.app = create_app(db_path, limits=limits or Limits())
-        self._server = make_server("127.0.0.1", 0, self.app, threaded=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
+        self._server = CollectorServer("127.0.0.1", 0, self.app)
+        self.url = self._server.url
+        self.port = self._server.port
+        self._server.start(poll_interval_s=0.01)  # a prompt stop after each test
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(5)
+        assert self._server.stop(grace_s=5)
 
     def post(self, body, *, compress=True, headers=None, idempotency=True) -> requests.Response:
         """POST a report (dict, or bytes as they are) the way the daemon's uploader does."""

@@ -1,5 +1,7 @@
 """tagstat-collector as a real subprocess: serve, print the URL, stop on SIGTERM; stats; errors."""
 
+import gzip
+import http.client
 import json
 import os
 import selectors
@@ -22,14 +24,24 @@ COLLECTOR = Path(sys.executable).with_name("tagstat-collector")
 class Served:
     """A ``tagstat-collector serve`` subprocess and the URL it printed."""
 
-    def __init__(self, *args: str):
-        self.proc = subprocess.Popen(
-            [str(COLLECTOR), "serve", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    def __init__(self, tmp_path: Path, *args: str, log_level: str = "info"):
+        self.db = tmp_path / "c.db"
+        self.log = tmp_path / "collector.log"  # a file, not a pipe nobody drains
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [str(COLLECTOR), "--log-level", log_level, "serve", "--port", "0"]
+                + ["--db", str(self.db), *args],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
         self.url = self._read_url(timeout_s=20)
+
+    def wait_log(self, text: str, timeout_s: float = 10) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log.read_text():
+            assert time.monotonic() < deadline, f"{text!r} not logged: {self.log.read_text()}"
+            time.sleep(0.01)  # polling a file: nothing to block on
 
     def _read_url(self, timeout_s: float) -> str:
         deadline = time.monotonic() + timeout_s
@@ -43,7 +55,7 @@ class Served:
                     if not line:
                         break
         self.proc.kill()
-        raise AssertionError(f"no URL printed; stderr: {self.proc.stderr.read()}")
+        raise AssertionError(f"no URL printed; log: {self.log.read_text()}")
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -52,7 +64,6 @@ class Served:
         finally:
             self.proc.kill()
             self.proc.stdout.close()
-            self.proc.stderr.close()
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -60,8 +71,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_serve_prints_its_url_stores_reports_and_stops_on_sigterm(tmp_path):
-    db = tmp_path / "c.db"
-    served = Served("--db", str(db))
+    served = Served(tmp_path)
     try:
         assert served.url.startswith("http://127.0.0.1:")
         report = usage_report()
@@ -75,13 +85,35 @@ def test_serve_prints_its_url_stores_reports_and_stops_on_sigterm(tmp_path):
     finally:
         code = served.stop()
     assert code == 0
-    stats = run("stats", "--db", str(db))
+    stats = run("stats", "--db", str(served.db))
     assert stats.returncode == 0
     assert json.loads(stats.stdout)["models"][0]["model"] == "Time Tagger Ultra"
 
 
+def test_sigterm_lets_a_request_in_flight_finish(tmp_path):
+    served = Served(tmp_path, log_level="debug")
+    report = usage_report()
+    data = gzip.compress(json.dumps(report).encode())
+    conn = http.client.HTTPConnection(served.url.removeprefix("http://"), timeout=10)
+    conn.putrequest("POST", "/v1/reports")
+    for name, value in [("Content-Type", "application/json"), ("Content-Encoding", "gzip"),
+                        ("Transfer-Encoding", "chunked")]:  # fmt: skip
+        conn.putheader(name, value)
+    conn.endheaders()
+    conn.send(b"%x\r\n%s\r\n" % (10, data[:10]))  # the first chunk only
+    served.wait_log("connection from 127.0.0.1")  # accepted: in flight, not in the backlog
+    served.proc.send_signal(signal.SIGTERM)
+    served.wait_log("stopping")
+    conn.send(b"%x\r\n%s\r\n0\r\n\r\n" % (len(data) - 10, data[10:]))
+    answer = conn.getresponse()
+    assert answer.status == 200 and json.loads(answer.read())["status"] == "stored"
+    assert served.stop() == 0
+    assert json.loads(run("stats", "--db", str(served.db)).stdout)["reports"] == 1
+    assert "POST /v1/reports 200" in served.log.read_text()
+
+
 def test_serve_honours_the_body_limit(tmp_path):
-    served = Served("--db", str(tmp_path / "c.db"), "--max-body-bytes", "100")
+    served = Served(tmp_path, "--max-body-bytes", "100")
     try:
         r = requests.post(
             f"{served.url}/v1/reports",

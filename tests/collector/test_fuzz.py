@@ -6,6 +6,7 @@ JSON ``error``; a 5xx would mean bad input reached a server fault path.
 
 import gzip
 import json
+import socket
 
 from collector_fixtures import usage_report
 from hypothesis import HealthCheck, given, settings
@@ -112,3 +113,17 @@ def test_reports_with_broken_fields_never_give_500(collector, changes, gzipped):
 @given(value=json_values, gzipped=st.booleans())
 def test_arbitrary_json_never_gives_500(collector, value, gzipped):
     check(collector.post(json.dumps(value).encode(), compress=gzipped))
+
+
+@settings(FUZZ, max_examples=100)
+@given(
+    framing=st.sampled_from([b"Transfer-Encoding: chunked\r\n", b"Content-Length: 40\r\n", b""]),
+    body=st.binary(max_size=200),
+)
+def test_raw_bodies_with_any_framing_never_give_500(collector, framing, body):
+    head = b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + framing
+    with socket.create_connection(("127.0.0.1", collector.port), timeout=10) as sock:
+        sock.sendall(head + b"\r\n" + body)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    assert answer.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 4")), answer[:200]

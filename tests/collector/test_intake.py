@@ -3,6 +3,7 @@
 import gzip
 import http.client
 import json
+import socket
 import sqlite3
 import threading
 import tracemalloc
@@ -196,8 +197,24 @@ def test_a_gzip_bomb_is_413_with_bounded_memory(collector):
     assert peak_bytes < 48 << 20
 
 
+def raw_request(collector, head: bytes, body: bytes) -> bytes:
+    """Send bytes as they are (no client library to tidy them) and read the whole answer."""
+    with socket.create_connection(("127.0.0.1", collector.port), timeout=10) as sock:
+        sock.sendall(head + b"\r\n" + body)
+        sock.shutdown(socket.SHUT_WR)
+        return b"".join(iter(lambda: sock.recv(65536), b""))
+
+
+def test_a_malformed_chunked_body_is_400(collector):
+    head = (b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n")  # fmt: skip
+    answer = raw_request(collector, head, b"zz\r\n{}\r\n0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert answer.endswith(b'{"error":"body could not be read (bad chunked encoding)"}')
+
+
 def test_a_lying_content_length_is_a_clear_400(collector):
-    conn = http.client.HTTPConnection("127.0.0.1", int(collector.url.rsplit(":", 1)[1]), timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", collector.port, timeout=10)
     conn.putrequest("POST", "/v1/reports")
     conn.putheader("Content-Type", "application/json")
     conn.putheader("Content-Length", "banana")
