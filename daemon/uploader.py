@@ -261,7 +261,9 @@ class Uploader:
             self._store.outbox_record(
                 attempt, "delivered", attempts=attempts, delivered_at=now, last_error=None
             )
-            log.info("report %s delivered (%s)", entry.report_id, outcome.result)
+            duplicate = outcome.result == "duplicate"
+            again = " (again: the collector already had it)" if duplicate else ""
+            log.info("report %s delivered%s", entry.report_id, again)
         elif outcome.result == "rejected":
             self._store.outbox_record(
                 attempt, "rejected", attempts=attempts, last_error=outcome.detail
