@@ -139,6 +139,25 @@ def test_sighup_with_a_broken_config_keeps_the_running_one(home, daemons, write_
     assert "ERROR" in line and "poll_interval_s in" in line and "must be a number" in line
 
 
+def test_under_journald_lines_carry_priorities_and_no_time(home, daemons, write_scenario):
+    log = home / "stderr.log"
+    log.touch()
+    st = log.stat()
+    d = start(daemons, home, write_scenario, {"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
+    (home / "tagstat.toml").write_text("poll_interval_s = [1]\n")
+    d.proc.send_signal(signal.SIGHUP)
+    d.wait_until(lambda: "configuration not reloaded" in d.stderr(), what="the error logged")
+    assert d.stop() == 0
+    lines = d.stderr().splitlines()
+    assert (
+        "<6>tagstat.service: tagstatd started: status Collecting, socket "
+        + str(home / "control.sock")
+        in lines
+    )
+    assert any(x.startswith("<3>tagstat.service: configuration not reloaded") for x in lines)
+    assert all(x[:3] in ("<3>", "<4>", "<6>", "<7>") for x in lines), lines
+
+
 def test_a_configuration_error_at_start_exits_78(home, daemons, write_scenario):
     (home / "tagstat.toml").write_text("pol_interval_s = 1\n")
     d = daemons(write_scenario(home / "s.toml", [DEVICE])).start(wait=False)
