@@ -9,6 +9,7 @@ from collector_fixtures import BASE_REPORT, deletion_request, usage_report
 from tagstat.hostinfo import HostInfo
 from tagstat.records import DeviceRecord, SessionRecord
 from tagstat.report import build_report, report_json
+from tagstat.report import deletion_request as build_deletion_request
 from tagstat.status import UsageStatisticsStatus
 from tagstat.store import Store
 
@@ -115,7 +116,7 @@ def test_a_deletion_request_needs_only_its_five_fields(collector):
 
 
 def test_a_report_built_by_the_daemon_is_accepted(collector, tmp_path):
-    """The daemon's own report builder, plus the fields the uploader adds, passes the checks."""
+    """What the daemon's own report builder makes passes the checks."""
     store = Store.open(tmp_path / "daemon.db")
     try:
         store.upsert_device(
@@ -133,9 +134,12 @@ def test_a_report_built_by_the_daemon_is_accepted(collector, tmp_path):
     finally:
         store.close()
     report = json.loads(report_json(report))
-    report.setdefault("kind", "usage")  # added by the uploader work of issue 4
-    (session,) = report["sessions"]
-    session.setdefault("session_id", "5b1f7c1e-0c55-4bd4-9a57-8d4c6f0e7a10")
+    assert report["kind"] == "usage" and report["sessions"][0]["session_id"]
     r = collector.post(report)
     assert r.status_code == 200, r.text
     assert collector.stats()["models"][0]["model"] == "Time Tagger X"
+
+
+def test_a_deletion_request_built_by_the_daemon_is_carried_out(collector):
+    request = build_deletion_request(user_id=deletion_request()["user_id"], now=T0)
+    assert collector.post(request).json()["status"] == "deleted"
