@@ -1,7 +1,7 @@
 """Who may do what on the control socket: the peer policy of the local API.
 
 Each connection's peer is identified by the kernel (``SO_PEERCRED``: pid,
-uid, gid). Reading (status, report, devices, sessions) is for root, the
+uid, gid). Reading (status, report, devices, sessions, uploads) is for root, the
 daemon's own user and members of ``reader_group`` or ``admin_group``;
 everything else, including ops added later, changes something and is for
 root, the daemon's own user and members of ``admin_group`` only (an op not
@@ -27,7 +27,9 @@ from tagstat.errors import TagstatError
 
 log = logging.getLogger(__name__)
 
-READ_OPS = frozenset({"get_status", "get_report", "devices", "sessions"})
+READ_OPS = frozenset({"get_status", "get_report", "devices", "sessions"}) | frozenset(
+    {"pending_report", "uploads", "upload_body"}  # what was and will be uploaded: the report
+)
 # Sent by applications that run measurements (tagstat.measurements): it adds data but
 # changes no setting, so whoever may read may send it.
 APPLICATION_OPS = frozenset({"record_measurements"})
