@@ -4,7 +4,9 @@ the migration that adds it, and retention of what was sent."""
 import dataclasses
 import datetime as dt
 import json
+import re
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from tagstat.clock import Clock
 from tagstat.config import Config
 from tagstat.outbox import Outbox
 from tagstat.records import DeviceRecord, SessionRecord, UploadAttempt
+from tagstat.report import deletion_request
 from tagstat.status import UsageStatisticsStatus as S
 from tagstat.status_keeper import StatusKeeper
 from tagstat.store import Store
@@ -259,3 +262,10 @@ def test_migration_2_upgrades_a_schema_1_database_keeping_its_data(tmp_path):
         assert store.outbox_pending() == [] and store.upload_audit() == []
     finally:
         store.close()
+
+
+def test_every_deletion_request_field_is_documented():
+    data_md = (Path(__file__).parents[2] / "docs" / "DATA.md").read_text()
+    section = data_md[data_md.index("## Uploads") :]
+    documented = set(re.findall(r"^\| `([^`]+)` \|", section, flags=re.M))
+    assert set(deletion_request(user_id="u", now=T0)) <= documented
