@@ -17,6 +17,7 @@ from tagstat.collector.errors import Rejected
 
 MIB = 1 << 20
 READ_CHUNK_BYTES = 64 * 1024
+INFLATE_STEP_BYTES = 256 * 1024
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # gzip header and trailer, not raw deflate or zlib
 _IDENTITY = {"", "identity"}
 _GZIP = {"gzip", "x-gzip"}
@@ -71,27 +72,45 @@ def read_limited(request, limit_bytes: int) -> bytes:
 
 def gunzip_limited(data: bytes, limit_bytes: int) -> bytes:
     """Inflate gzip ``data`` (one or more members), refusing more than ``limit_bytes`` of output."""
-    out = bytearray()
+    inflated = _Inflated(limit_bytes)
     rest = data
     while True:
-        rest = _inflate_member(rest, out, limit_bytes)
+        rest = _inflate_member(rest, inflated)
         if not rest:
-            return bytes(out)
+            return b"".join(inflated.parts)
 
 
-def _inflate_member(data: bytes, out: bytearray, limit_bytes: int) -> bytes:
+class _Inflated:
+    """Output pieces and their total; a list, not a growing bytearray, whose resizing
+    would briefly hold two copies of everything inflated so far."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = limit_bytes
+        self.parts: list[bytes] = []
+        self.total = 0
+
+    def room(self) -> int:
+        # Small steps, and never past one byte over the limit (that byte proves
+        # "too large"): memory stays near the limit whatever the input claims.
+        return min(INFLATE_STEP_BYTES, self.limit_bytes + 1 - self.total)
+
+    def add(self, part: bytes) -> None:
+        self.total += len(part)
+        if self.total > self.limit_bytes:
+            raise Rejected(413, f"body inflates to more than {self.limit_bytes} bytes")
+        self.parts.append(part)
+
+
+def _inflate_member(data: bytes, out: _Inflated) -> bytes:
     """Inflate one gzip member into ``out``; returns the bytes after it."""
     inflater = zlib.decompressobj(wbits=GZIP_WBITS)
     pending = data
     try:
         while not inflater.eof:
-            # Never ask for more than one byte past the limit: that byte proves "too large".
-            chunk = inflater.decompress(pending, limit_bytes + 1 - len(out))
-            out += chunk
-            if len(out) > limit_bytes:
-                raise Rejected(413, f"body inflates to more than {limit_bytes} bytes")
+            part = inflater.decompress(pending, out.room())
+            out.add(part)
             pending = inflater.unconsumed_tail
-            if not chunk and not pending:
+            if not part and not pending:
                 break  # input used up before the member's end
     except zlib.error as exc:
         raise Rejected(400, f"body is not valid gzip ({exc})") from None
