@@ -107,7 +107,8 @@ def _positive(text: str) -> int:
 
 def cmd_serve(args) -> int:
     limits = Limits(wire_bytes=args.max_body_bytes, decoded_bytes=args.max_decoded_bytes)
-    server = CollectorServer(args.host, args.port, create_app(args.db, limits=limits))
+    app = create_app(args.db, limits=limits)
+    server = CollectorServer(args.host, args.port, app)
     stop = threading.Event()
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda *_: stop.set())
@@ -125,6 +126,7 @@ def cmd_serve(args) -> int:
     log.info("stopping")
     if not server.stop(SHUTDOWN_GRACE_S):
         log.warning("stopped with requests still in flight after %s s", SHUTDOWN_GRACE_S)
+    app.store.close()
     return 0
 
 

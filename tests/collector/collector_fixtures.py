@@ -30,6 +30,7 @@ class Collector:
 
     def stop(self) -> None:
         assert self._server.stop(grace_s=5)
+        self.app.store.close()
 
     def post(self, body, *, compress=True, headers=None, idempotency=True) -> requests.Response:
         """POST a report (dict, or bytes as they are) the way the daemon's uploader does."""
