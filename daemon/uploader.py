@@ -33,13 +33,13 @@ from urllib3.util.retry import RequestHistory
 import tagstat
 from tagstat.clock import Clock
 from tagstat.config import Config
-from tagstat.errors import StoreError
 from tagstat.records import OutboxEntry, UploadAttempt
 
 log = logging.getLogger(__name__)
 
 REPORTS_PATH = "/v1/reports"
 SHUTDOWN_UPLOAD_WAIT_S = 3.0  # how long a stopping daemon waits for an upload in flight
+ERROR_PAUSE_S = 60.0  # after an unexpected error in the upload thread
 MAX_IDLE_WAIT_S = 300.0  # re-read the schedule at least this often (the wall clock may jump)
 MAX_ANSWER_BYTES = 64 * 1024  # a collector's answer is a line of JSON; read no more
 MAX_DETAIL_CHARS = 200
@@ -188,15 +188,21 @@ class Uploader:
     # -- the thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            while not (self._stopping and time.monotonic() >= self._deadline):
+        while not (self._stopping and time.monotonic() >= self._deadline):
+            try:
                 if self.send_due():
                     continue
                 if self._stopping:
                     return
                 self._sleep()
-        except StoreError as e:  # the store closed under an abandoned upload at shutdown
-            log.debug("upload thread ends: %s", e)
+            except Exception as e:
+                if self._stopping:  # the store closed under an upload abandoned at shutdown
+                    log.debug("upload thread ends: %s", e)
+                    return
+                # A full disk or a bug must not end uploads for good: log, pause, go on.
+                log.exception("upload thread failed (%s); trying again in %g s", e, ERROR_PAUSE_S)
+                with self._cond:
+                    self._cond.wait(ERROR_PAUSE_S)
 
     def _sleep(self) -> None:
         due = self._store.outbox_earliest_attempt(self._kinds())

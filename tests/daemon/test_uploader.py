@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from werkzeug.wrappers import Response
 
+from tagstat import uploader as uploader_module
 from tagstat.clock import Clock
 from tagstat.config import Config, load_config
-from tagstat.errors import ConfigError
+from tagstat.errors import ConfigError, StoreError
 from tagstat.records import OutboxEntry
 from tagstat.store import Store
 from tagstat.uploader import MAX_DETAIL_CHARS, Uploader, backoff_s, classify
@@ -365,3 +366,28 @@ def test_a_huge_answer_is_not_read_whole(httpserver, uploader, store):
     uploader.send_due()
     e = store.outbox_get(entry().report_id)
     assert e.state == "pending" and e.last_error == "HTTP 500"
+
+
+def test_thread_survives_a_database_error(httpserver, store, monkeypatch):
+    httpserver.expect_request("/v1/reports").respond_with_json({"status": "stored"})
+    monkeypatch.setattr(uploader_module, "ERROR_PAUSE_S", 0.05)
+    real, failures = store.outbox_next_due, []
+
+    def flaky(*args):
+        if not failures:
+            failures.append(1)
+            raise StoreError("database t.db: outbox_next_due failed: disk I/O error")
+        return real(*args)
+
+    monkeypatch.setattr(store, "outbox_next_due", flaky)
+    queued(store, entry(at=dt.datetime.now(dt.UTC)))
+    up = Uploader(store, config_for(httpserver.url_for("/")), Clock())
+    up.start()
+    try:
+        deadline = time.monotonic() + 10
+        while store.outbox_get(entry().report_id).state != "delivered":
+            assert time.monotonic() < deadline, "the thread did not recover"
+            time.sleep(0.02)
+    finally:
+        up.stop(wait_s=2)
+    assert failures == [1]
