@@ -16,6 +16,7 @@ four significant digits, so not even a number can carry an identifier whole.
 import math
 import numbers
 import re
+import sys
 from collections.abc import Mapping
 
 OTHER_TYPE = "Other"
@@ -121,6 +122,9 @@ def _integer(value: int) -> int | None:
 def _real(value: float) -> float | None:
     if not math.isfinite(value) or abs(value) > MAX_ABS_NUMBER:
         return None
+    if abs(value) < sys.float_info.min:
+        # a subnormal cannot hold four significant digits exactly: it is zero here
+        return 0.0
     return float(f"{value:.{SIGNIFICANT_DIGITS}g}")
 
 
