@@ -135,7 +135,7 @@ def _query_int(request: Request, name: str) -> int | None:
     text = request.args.get(name)
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 9:
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:  # "²".isdigit() is True
         raise Rejected(400, f"query parameter {name} must be a non-negative integer")
     return int(text)
 

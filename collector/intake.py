@@ -58,16 +58,31 @@ def read_limited(request, limit_bytes: int) -> bytes:
     stream = request.stream  # bounded by Content-Length, or de-chunked until its end
     parts, total = [], 0
     while True:
-        try:
-            part = stream.read(min(READ_CHUNK_BYTES, limit_bytes + 1 - total))
-        except OSError:  # werkzeug's de-chunking: a malformed chunk, or the client left
-            raise Rejected(400, "body could not be read (bad chunked encoding)") from None
+        part = _read_some(stream, min(READ_CHUNK_BYTES, limit_bytes + 1 - total))
         if not part:
             return b"".join(parts)
         total += len(part)
         if total > limit_bytes:
             raise Rejected(413, f"body is larger than {limit_bytes} bytes on the wire")
         parts.append(part)
+
+
+def _read_some(stream, size: int) -> bytes:
+    """Up to ``size`` bytes, through ``readinto``: never ``read`` on werkzeug's de-chunker.
+
+    A chunk that ends early (the client closed inside it) makes werkzeug's
+    ``DechunkedInput.readinto`` shrink the buffer yet report it full; CPython's
+    ``RawIOBase.read`` trusts that count and copies past the buffer, which
+    crashed the process. Reading into our own buffer lets us see the lie.
+    """
+    buf = bytearray(size)
+    try:
+        count = stream.readinto(buf) or 0
+    except OSError:  # werkzeug's de-chunker: a malformed chunk header or terminator
+        raise Rejected(400, "body could not be read (bad chunked encoding)") from None
+    if count > len(buf):
+        raise Rejected(400, "body could not be read (it ends inside a chunk)")
+    return bytes(buf[:count])
 
 
 def gunzip_limited(data: bytes, limit_bytes: int) -> bytes:

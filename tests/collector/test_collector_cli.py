@@ -112,6 +112,19 @@ def test_sigterm_lets_a_request_in_flight_finish(tmp_path):
     assert "POST /v1/reports 200" in served.log.read_text()
 
 
+def test_a_chunked_body_that_ends_inside_a_chunk_leaves_the_server_running(tmp_path):
+    served = Served(tmp_path)
+    host, port = served.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                     b"\r\nTransfer-Encoding: chunked\r\n\r\nfffff\r\n{}")  # fmt: skip
+        sock.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert requests.get(f"{served.url}/healthz", timeout=10).status_code == 200
+    assert served.stop() == 0
+
+
 def test_serve_honours_the_body_limit(tmp_path):
     served = Served(tmp_path, "--max-body-bytes", "100")
     try:
