@@ -258,8 +258,9 @@ def test_unknown_routes_and_methods_are_json_errors(collector, method, path, sta
         assert "GET" in r.headers["Allow"]
 
 
-def test_list_refuses_a_bad_limit(collector):
-    r = collector.get("/v1/reports?limit=-1")
+@pytest.mark.parametrize("limit", ["-1", "x", "%C2%B2", "9999999999"])  # %C2%B2: "²" is a digit
+def test_list_refuses_a_bad_limit(collector, limit):
+    r = collector.get(f"/v1/reports?limit={limit}")
     assert r.status_code == 400
     assert r.json() == {"error": "query parameter limit must be a non-negative integer"}
 
