@@ -1,20 +1,22 @@
 """Who may do what on the control socket: the peer policy of the local API.
 
 Each connection's peer is identified by the kernel (``SO_PEERCRED``: pid,
-uid, gid). Reading (status, report, devices, sessions, uploads) is for root, the
-daemon's own user and members of ``reader_group`` or ``admin_group``;
-everything else, including ops added later, changes something and is for
-root, the daemon's own user and members of ``admin_group`` only (an op not
-listed in ``READ_OPS`` or ``APPLICATION_OPS`` needs admin: the policy fails closed). A peer's
-groups are its primary gid plus its supplementary groups, taken from the
-first source that answers: ``SO_PEERGROUPS`` (read by ``tagstat.control``) (the kernel's record at
-connect time, race-free), the ``Groups:`` line of ``/proc/<pid>/status``
-(the groups the process really has, which differ from the group database
-until the user logs in again after ``usermod -aG``; only trusted while that
-pid still has the peer's uid, since a pid can be reused), and last the
-passwd/group database (``getgrouplist``), which is all there is when /proc
-hides other users' processes (``ProtectProc=invisible``). A refusal is a
-``PermissionDenied`` naming the op, the group needed and the uid.
+uid, gid). Reading (status, report, devices, sessions, uploads) and sending
+measurement events are for root, the daemon's own user and members of
+``reader_group`` or ``admin_group``. Everything else, including ops added
+later, changes something and is for root, the daemon's own user and members
+of ``admin_group`` only: an op not listed in ``READ_OPS`` or
+``APPLICATION_OPS`` needs admin, so the policy fails closed.
+
+A peer's groups are its primary gid plus its supplementary groups, taken from
+the first source that answers: ``SO_PEERGROUPS`` (read by ``tagstat.control``;
+the kernel's record at connect time, race-free); the ``Groups:`` line of
+``/proc/<pid>/status`` (the groups the process really has, which differ from
+the group database until the user logs in again after ``usermod -aG``; only
+trusted while that pid still has the peer's uid, since a pid can be reused);
+last the passwd/group database (``getgrouplist``), which is all there is when
+/proc hides other users' processes (``ProtectProc=invisible``). A refusal is
+a ``PermissionDenied`` naming the op, the group needed and the uid.
 """
 
 import grp

@@ -155,10 +155,21 @@ _MEASUREMENTS = (
     'CREATE INDEX measurements_end ON measurements ("end")',
 )
 
+# A period report takes the events the daemon *received* in that period: selecting
+# by a measurement's end lost events an application delivered after their period
+# closed (queued while the daemon restarted), and counted one ending exactly on
+# a boundary twice. Older rows take their end as the time they were received.
+_MEASUREMENTS_RECEIVED = (
+    "ALTER TABLE measurements ADD COLUMN received_at TEXT",
+    'UPDATE measurements SET received_at = "end"',
+    "CREATE INDEX measurements_received ON measurements (received_at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL),
     Migration(2, "upload outbox and audit log", _OUTBOX),
     Migration(3, "measurement events", _MEASUREMENTS),
+    Migration(4, "when each measurement event was received", _MEASUREMENTS_RECEIVED),
 )
 
 

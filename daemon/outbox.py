@@ -97,7 +97,7 @@ class Outbox:
             return None
         report = self.usage_report(start, now)
         self._set_period_start(now)
-        if not (report["sessions"] or report["messages"] or report["devices"]):
+        if not any(report.get(k) for k in ("sessions", "messages", "devices", "measurements")):
             log.debug("upload period from %s is empty; nothing to send", iso(start))
             return None
         self._enqueue("usage", report, quota_exempt=False)

@@ -284,7 +284,7 @@ class Service:
             changes = self.store.status_changes()
             statuses = [measurement_data.lowest_status(e.start, changes, current) for e in accepted]
             kept = [(e, s) for e, s in zip(accepted, statuses, strict=True) if s > 0]
-            stored = self.store.record_measurements(kept)
+            stored = self.store.record_measurements(kept, self.clock.utc_now())
         return {"stored": stored, "rejected": rejected}
 
     # -- uploads (tagstat.outbox decides, tagstat.uploader sends) ------------

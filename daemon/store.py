@@ -280,9 +280,11 @@ class Store:
     # -- measurement events (tagstat.measurement_data) ---------------------------------------
 
     @_locked
-    def record_measurements(self, events: Iterable[tuple[MeasurementEvent, int]]) -> int:
-        """Store (event, status) pairs; returns how many were stored."""
-        rows = [_measurement_row(event, status) for event, status in events]
+    def record_measurements(
+        self, events: Iterable[tuple[MeasurementEvent, int]], received_at: dt.datetime
+    ) -> int:
+        """Store (event, status) pairs received at ``received_at``; returns how many."""
+        rows = [(*_measurement_row(event, status), iso(received_at)) for event, status in events]
         if rows:
             with self._transaction():
                 self._db.conn.executemany(_MEASUREMENT_INSERT, rows)
@@ -292,10 +294,10 @@ class Store:
     def measurements(
         self, since: dt.datetime | None = None, min_status: int = 0
     ) -> list[MeasurementEvent]:
-        """Events that ended at or after ``since``, oldest start first."""
+        """Events received at or after ``since``, oldest start first."""
         where, args = "status >= ?", [min_status]
         if since is not None:
-            where += ' AND "end" >= ?'
+            where += " AND received_at >= ?"
             args.append(iso(since))
         rows = self._db.execute(
             'SELECT type, start, "end", duration_s, error, config, indicators '
@@ -752,8 +754,9 @@ ON CONFLICT (source, level, text, status) DO UPDATE SET
 """
 
 _MEASUREMENT_INSERT = """
-INSERT INTO measurements (type, status, start, "end", duration_s, error, config, indicators)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO measurements
+    (type, status, start, "end", duration_s, error, config, indicators, received_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # The age of every prunable row, so the size limit removes the oldest data first.

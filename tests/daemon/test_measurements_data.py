@@ -144,17 +144,26 @@ def test_median_of_an_even_count_and_bounded_config_values():
 
 def test_store_round_trip_with_since_and_status(store):
     early, late = event(start=T0), event("Counter", start=T0 + dt.timedelta(hours=2))
-    assert store.record_measurements([(early, 1), (late, 2)]) == 2
+    assert store.record_measurements([(early, 1)], early.end) == 1
+    assert store.record_measurements([(late, 2)], late.end) == 1
     assert store.measurements() == [early, late]
     assert store.measurements(since=T0 + dt.timedelta(hours=1)) == [late]
     assert store.measurements(min_status=2) == [late]
-    assert store.record_measurements([]) == 0
+    assert store.record_measurements([], T0) == 0
+
+
+def test_a_period_takes_the_events_received_in_it(store):
+    """An event that ended before the period but arrived in it is not lost."""
+    late_arrival = event(start=T0)
+    store.record_measurements([(late_arrival, 2)], T0 + dt.timedelta(hours=3))
+    assert store.measurements(since=T0 + dt.timedelta(hours=2)) == [late_arrival]
+    assert store.measurements(since=T0 + dt.timedelta(hours=4)) == []
 
 
 def test_prune_by_age_and_by_row_count(store, monkeypatch):
     old = event(start=T0 - dt.timedelta(days=200))
     store.record_measurements([(old, 1)] + [(event(start=T0 + dt.timedelta(seconds=i)), 1)
-                                            for i in range(5)])  # fmt: skip
+                                            for i in range(5)], T0)  # fmt: skip
     monkeypatch.setattr(store_module, "MAX_MEASUREMENT_ROWS", 3)
     removed = store.prune(T0, 180 * 86400, 1 << 30, 1000)
     assert removed["measurements"] == 3  # the old one by age, then the two oldest by count
@@ -163,7 +172,7 @@ def test_prune_by_age_and_by_row_count(store, monkeypatch):
 
 
 def test_purge_removes_measurements(store):
-    store.record_measurements([(event(), 1)])
+    store.record_measurements([(event(), 1)], T0)
     store.purge_collected()
     assert store.measurements() == []
 
@@ -175,7 +184,7 @@ def report(store, **kw):
 
 def test_report_holds_measurements_and_the_upload_view_only_consented_ones(store):
     store.record_measurements([(event(start=T0 - dt.timedelta(hours=1)), 1),
-                               (event("Counter", error="ValueError"), 2)])  # fmt: skip
+                               (event("Counter", error="ValueError"), 2)], T0)  # fmt: skip
     r = report(store)
     assert [m["type"] for m in r["measurements"]] == ["Correlation", "Counter"]
     assert r["period"]["start"] == iso(T0 - dt.timedelta(hours=1))

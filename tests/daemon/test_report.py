@@ -64,7 +64,7 @@ def seed(store):
     store.record_message("daemon", "error", "usb scan failed", T0, 1)
     event = MeasurementEvent("Correlation", T0, T0 + dt.timedelta(seconds=2), 2.0, "ValueError",
                              {"binwidth": 1000}, {"events_processed": 5})  # fmt: skip
-    store.record_measurements([(event, 1)])
+    store.record_measurements([(event, 1)], T0)
 
 
 def report(store, **kw):
