@@ -1,31 +1,28 @@
-"""tagstatd: the one place that builds every component and runs the poll loop.
+"""The one place that builds every component, and the poll loop.
 
 ``build_service`` wires configuration, store, masking, status, host
 information, the USB discovery (real libusb, or a simulated Time Tagger with
-``--simulate``) and the recorder. ``Service`` runs the loop, which waits on a
-stop event so that SIGTERM and SIGINT end it promptly, and implements the
+``--simulate``), the recorder, the outbox and the uploader; the process around
+it (arguments, signals, the control socket) is ``tagstat.tagstatd``.
+``Service`` runs the loop, which waits on a stop event so that SIGTERM and
+SIGINT end it promptly, and implements the
 controller that the control socket dispatches to. Under systemd it reports
 readiness after the first poll, a status line and watchdog pings (sd_notify);
 SIGHUP reloads the configuration in the loop's own thread. The clock, the
 paths and the USB backend are injectable.
 """
 
-import argparse
 import dataclasses
 import datetime as dt
 import logging
 import re
-import signal
-import sys
 import threading
-from pathlib import Path
 
 from tagstat import measurement_data
 from tagstat.clock import Clock, iso
 from tagstat.config import FIELDS, Config, load_config
 from tagstat.errors import ConfigError, PolicyError, TagstatError
 from tagstat.hostinfo import HostInfoCache
-from tagstat.logsetup import early_logging, setup_logging
 from tagstat.masking import Masker, load_or_create_secret
 from tagstat.outbox import Outbox
 from tagstat.paths import Paths
@@ -430,116 +427,3 @@ def _wire_uploads(service: Service) -> None:
     s.outbox.start()
     s.uploader = Uploader(s.store, s.config, s.clock, kinds=s.outbox.sendable_kinds)
     s.on_reconfigure.append(s._reconfigure_uploads)
-
-
-def simulated_backend(paths: Paths, scenario: str | None):
-    """A pyusb backend serving simulated Time Taggers whose state outlives the daemon."""
-    from tagstat.drivers.sim.model import Simulation
-    from tagstat.drivers.sim.pyusb_backend import SimBackend
-    from tagstat.drivers.sim.scenario import default_scenario, load_scenario
-
-    sc = load_scenario(Path(scenario)) if scenario else default_scenario()
-    return SimBackend(Simulation(sc, state_dir=paths.simulator_dir))
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="tagstatd", description=__doc__.split("\n\n")[0])
-    p.add_argument("--home", help="keep config, database and socket in DIR (env TAGSTAT_HOME)")
-    p.add_argument(
-        "--simulate",
-        nargs="?",
-        const="",
-        metavar="SCENARIO",
-        help="attach simulated Time Taggers (default scenario, or a TOML scenario file)",
-    )
-    p.add_argument(
-        "--log-level",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="overrides the configuration's log_level (default INFO)",
-    )
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    early_logging(args.log_level or "INFO")
-    paths = Paths.resolve(args.home)
-    try:
-        config = load_config(paths.config_file)
-        logging.getLogger().setLevel(args.log_level or config.log_level)
-        backend = simulated_backend(paths, args.simulate) if args.simulate is not None else None
-        service = build_service(paths, config, backend=backend)
-    except ConfigError as e:
-        log.error("configuration error: %s", e)
-        return EX_CONFIG
-    except TagstatError as e:
-        log.error("%s", e)
-        return 1
-    service.log_level_override = args.log_level
-    service.daemon_messages = setup_logging(service.masker, args.log_level or config.log_level)
-    service.notifier = Notifier.from_env()
-    return serve(service)
-
-
-def serve(service: Service) -> int:
-    from tagstat.access import AccessPolicy
-    from tagstat.control import ControlServer
-
-    stop = threading.Event()
-    _handle_signals(service, stop)
-    policy = AccessPolicy(lambda: service.config)
-    server = ControlServer(service.paths.socket, service, authorize=policy.authorize,
-                           socket_group=service.config.reader_group)  # fmt: skip
-    service.on_reconfigure.append(lambda old, new: server.set_socket_group(new.reader_group))
-    try:
-        server.start()
-    except TagstatError as e:
-        log.error("%s", e)
-        service.shutdown()
-        return 1
-    log.info("tagstatd started: status %s, socket %s", service.keeper.current.name,
-             service.paths.socket)  # fmt: skip
-    service.uploader.start()
-    try:
-        service.run(stop, on_poll=_readiness(service.notifier))
-    finally:
-        service.notifier.stopping()
-        server.stop()
-        service.shutdown()
-        log.info("tagstatd stopped")
-    return 0
-
-
-def _handle_signals(service: Service, stop: threading.Event) -> None:
-    """Handlers only set flags and ring the loop's doorbell; the loop does the work."""
-
-    def on_stop(*_):
-        stop.set()
-        service.wake.set()
-
-    def on_reload(*_):
-        service.reload_requested = True
-        service.wake.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_stop)
-    signal.signal(signal.SIGHUP, on_reload)
-
-
-def _readiness(notifier: Notifier):
-    """on_poll: READY=1 with the status line after the first poll, then status updates."""
-    ready = False
-
-    def on_poll(service: Service) -> None:
-        nonlocal ready
-        if not ready:
-            notifier.ready(service.status_line())
-            ready = True
-        else:
-            notifier.status(service.status_line())
-
-    return on_poll
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -150,7 +150,7 @@ def test_under_journald_lines_carry_priorities_and_no_time(home, daemons, write_
     assert d.stop() == 0
     lines = d.stderr().splitlines()
     assert (
-        "<6>tagstat.service: tagstatd started: status Collecting, socket "
+        "<6>tagstat.tagstatd: tagstatd started: status Collecting, socket "
         + str(home / "control.sock")
         in lines
     )
