@@ -121,6 +121,10 @@ class Config:
         16 * 1024 * 1024, "bytes of reports waiting to be sent; beyond this the oldest is dropped",
         unit="bytes", above=0,
     )  # fmt: skip
+    # -- kill switches (docs/DATA.md, Kill switches) --
+    allow_in_ci: bool = _key(
+        False, "collect even in a CI environment (CI=true and the like); off: Disabled there"
+    )
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
@@ -235,6 +239,16 @@ def _as_str(raw, from_env: bool) -> str:
     return raw
 
 
+def _as_bool(raw, from_env: bool) -> bool:
+    if from_env and isinstance(raw, str):
+        raw = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+            raw.strip().lower(), raw
+        )
+    if not isinstance(raw, bool):
+        raise TypeError("true or false")
+    return raw
+
+
 def _as_int_tuple(raw, from_env: bool) -> tuple[int, ...]:
     if from_env and isinstance(raw, str):
         raw = [part for part in raw.split(",") if part.strip()]
@@ -247,7 +261,9 @@ def _as_int_tuple(raw, from_env: bool) -> tuple[int, ...]:
 
 
 _PARSERS = {float: _as_float, int: _as_int, str: _as_str, tuple[int, ...]: _as_int_tuple}
+_PARSERS[bool] = _as_bool
 _TYPE_NAMES = {
+    bool: "boolean",
     float: "number",
     int: "integer",
     str: "string",
@@ -367,6 +383,8 @@ def _toml(value) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, tuple):
         return "[" + ", ".join(f"0x{v:04x}" for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return repr(value)
 
 
