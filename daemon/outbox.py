@@ -125,20 +125,37 @@ class Outbox:
         elif old == UPLOADING and new != UPLOADING:
             self.opt_out()
 
+    def restart_period(self) -> None:
+        """Start the upload period now (after a purge: nothing before it is left)."""
+        if self.uploading():
+            self._set_period_start(self._clock.utc_now())
+
     def opt_out(self) -> None:
         """Cancel waiting reports, ask for deletion of this user's, and make a new user id."""
         cancelled = self._cancel_usage("consent withdrawn")
-        old_user = self._keeper.user_id
-        request = deletion_request(user_id=old_user, now=self._clock.utc_now())
-        self._enqueue("deletion", request, quota_exempt=True)
+        report_id = self.request_deletion(self._keeper.user_id)
         self._keeper.rotate_user_id()
         self._set_period_start(None)
         log.info(
             "upload consent withdrawn: %d waiting reports cancelled, deletion request %s "
             "queued, new user id made",
             cancelled,
-            request["report_id"],
+            report_id,
         )
+
+    def request_deletion(self, user_id: str) -> str:
+        """Queue a request that the collector delete every report of ``user_id``; its id.
+
+        Sent whatever the status (it carries ids and a time only), never dropped by
+        the outbox limits. Also used by a purge (``tagstat.purge``).
+        """
+        request = deletion_request(user_id=user_id, now=self._clock.utc_now())
+        self._enqueue("deletion", request, quota_exempt=True)
+        return request["report_id"]
+
+    def cancel_waiting(self, why: str) -> int:
+        """Cancel (and audit) the usage reports still waiting to be sent; how many."""
+        return self._cancel_usage(why)
 
     def _cancel_usage(self, why: str) -> int:
         ids = [e.report_id for e in self._store.outbox_pending("usage")]

@@ -390,18 +390,83 @@ class Store:
             self._db.execute("VACUUM")  # a database created without auto_vacuum
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
+    # -- purge (tagstat.purge) ------------------------------------------------------------
+
     @_locked
-    def purge_collected(self) -> None:
-        # Overwrite the deleted rows, so a purge leaves no readable copy in free pages.
+    def purge_collected(self) -> dict[str, int]:
+        """Delete everything collected, and every copy of it in the file; rows per table.
+
+        Collected: sessions, devices, sensor buckets, messages, measurements, the
+        bodies of usage reports in the outbox (their audit lines stay; cancel the
+        pending ones first, so that is audited) and the per-device message cursors
+        (their keys are device ids). Kept: settings, status history, deletion
+        requests. Deleted rows are overwritten (secure_delete), then VACUUM rewrites
+        every page, so neither free pages nor the stale bytes that earlier updates left
+        inside live pages keep a copy; the WAL is then checkpointed and truncated.
+        """
         self._db.execute("PRAGMA secure_delete = ON")
         try:
             with self._transaction():
-                for table in ("sessions", "sensor_buckets", "messages", "measurements", "devices"):
-                    self._db.conn.execute(f"DELETE FROM {table}")
-            self._shrink_file()
+                removed = {
+                    table: self._db.conn.execute(sql).rowcount
+                    for table, sql in _PURGE_STATEMENTS.items()
+                }
+            self._db.execute("VACUUM")
+            self._checkpoint_truncate()
         finally:
             self._db.execute("PRAGMA secure_delete = OFF")
-        log.info("purged collected data; settings and status history kept")
+        log.info("purged collected data (%s); settings and status history kept", removed)
+        return removed
+
+    def _checkpoint_truncate(self) -> None:
+        busy, _log, _done = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:  # another connection holds a snapshot: its WAL frames cannot go yet
+            raise sqlite3.OperationalError(
+                "the write-ahead log could not be emptied: another process has the "
+                "database open; close it and purge again"
+            )
+
+    @_locked
+    def outbox_usage_left(self, user_id: str) -> bool:
+        """Whether a usage report of ``user_id`` reached, or may have reached, a collector:
+        delivered, exported, or attempted at least once (an answer can be lost)."""
+        row = self._db.execute(
+            "SELECT 1 FROM outbox WHERE kind = 'usage' AND user_id = ? "
+            "AND (state IN ('delivered', 'exported') OR attempts > 0) LIMIT 1",
+            [user_id],
+        ).fetchone()
+        return row is not None
+
+    # -- export (tagstat.export) -------------------------------------------------------------
+
+    @_locked
+    def outbox_states(self, report_ids: list[str]) -> dict[str, str]:
+        """report_id -> state for those of ``report_ids`` still in the outbox."""
+        states = {}
+        for report_id in report_ids:
+            row = self._db.execute(
+                "SELECT state FROM outbox WHERE report_id = ?", [report_id]
+            ).fetchone()
+            if row is not None:
+                states[report_id] = row[0]
+        return states
+
+    @_locked
+    def outbox_mark_exported(self, report_ids: list[str], at: dt.datetime, detail: str) -> int:
+        """Pending entries -> 'exported' (delivered at ``at``), each audited; how many."""
+        done = 0
+        with self._transaction():
+            for report_id in report_ids:
+                row = self._db.conn.execute(
+                    "UPDATE outbox SET state = 'exported', delivered_at = ?, last_error = NULL "
+                    "WHERE report_id = ? AND state = 'pending' RETURNING size_bytes",
+                    [iso(at), report_id],
+                ).fetchone()
+                if row is not None:
+                    attempt = UploadAttempt(at, report_id, row[0], "exported", None, detail)
+                    self._db.conn.execute(_AUDIT_INSERT, _audit_row(attempt))
+                    done += 1
+        return done
 
     @_locked
     def db_size_bytes(self) -> int:
@@ -758,6 +823,18 @@ INSERT INTO measurements
     (type, status, start, "end", duration_s, error, config, indicators, received_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+
+# What a purge deletes (tagstat.purge); settings other than message cursors, the
+# status history, deletion requests and the upload audit log stay.
+_PURGE_STATEMENTS = {
+    "sessions": "DELETE FROM sessions",
+    "sensor_buckets": "DELETE FROM sensor_buckets",
+    "messages": "DELETE FROM messages",
+    "measurements": "DELETE FROM measurements",
+    "devices": "DELETE FROM devices",
+    "usage_reports": "DELETE FROM outbox WHERE kind = 'usage'",
+    "message_cursors": "DELETE FROM settings WHERE key LIKE 'msg\\_cursor:%' ESCAPE '\\'",
+}
 
 # The age of every prunable row, so the size limit removes the oldest data first.
 _AGES = """
