@@ -7,9 +7,9 @@ main thread then stops accepting, gives requests in flight a few seconds and
 exits 0. ``stats`` opens the database and prints what ``GET /v1/stats``
 answers. Expected failures (a port in use, a database it cannot use) become
 ``tagstat-collector: error: MESSAGE`` and exit code 1; usage errors exit 2.
-A later ``import FILE`` command plugs in as one more subcommand calling
-``intake.parse_json``, ``schema.parse_report`` and ``CollectorStore.ingest``,
-the same path a POST takes, without HTTP.
+``import FILE`` ingests a ``tagstat export`` file (``tagstat.collector.importer``)
+through ``intake.parse_json``, ``schema.parse_report`` and ``CollectorStore.ingest``,
+the same path a POST takes, without HTTP; it exits 1 if any report was rejected.
 """
 
 import argparse
@@ -21,6 +21,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from tagstat.collector import importer
 from tagstat.collector.app import create_app
 from tagstat.collector.errors import CollectorError
 from tagstat.collector.intake import Limits
@@ -87,8 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_db(p)
     p.set_defaults(run=cmd_stats)
-    # Issue 6 adds "import FILE" here: parse_json -> parse_report -> CollectorStore.ingest.
+    _add_import(sub)
     return parser
+
+
+def _add_import(sub) -> None:
+    p = sub.add_parser(
+        "import",
+        help="store the reports of a `tagstat export` file",
+        description="Store the reports and carry out the deletion requests of a file "
+        "written by `tagstat export`, with the same checks and deduplication as "
+        "POST /v1/reports: importing a file twice stores each report once.",
+        epilog="Prints how many were stored, duplicate, deleted, discarded and rejected "
+        "(with the line and reason); exits 1 if any was rejected.",
+    )
+    p.add_argument("file", type=Path, metavar="FILE", help="the export file")
+    _add_db(p)
+    p.add_argument(
+        "--max-decoded-bytes", type=_positive, default=Limits.decoded_bytes, metavar="N",
+        help=f"largest report (default {Limits.decoded_bytes}, as serve)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(run=cmd_import)
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -128,6 +149,22 @@ def cmd_serve(args) -> int:
         log.warning("stopped with requests still in flight after %s s", SHUTDOWN_GRACE_S)
     app.store.close()
     return 0
+
+
+def cmd_import(args) -> int:
+    if not args.file.is_file():
+        raise CollectorError(f"no file {args.file}")
+    store = CollectorStore(args.db)
+    try:
+        limits = Limits(decoded_bytes=args.max_decoded_bytes)
+        result = importer.import_file(args.file, store, limits=limits)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(importer.format_result(args.file, result))
+    return 1 if result.rejected else 0
 
 
 def cmd_stats(args) -> int:
