@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tagstat import export
 from tagstat.client import Client
 from tagstat.clock import parse_iso
 from tagstat.errors import TagstatError
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(run=cmd_sessions)
     _add_uploads(sub)
+    _add_purge_export(sub)
     return parser
 
 
@@ -117,6 +119,34 @@ def _add_uploads(sub) -> None:
     )
     s.add_argument("report_id", metavar="ID", help="a report id, or a unique prefix of one")
     s.set_defaults(run=cmd_upload_show)
+
+
+def _add_purge_export(sub) -> None:
+    p = sub.add_parser(
+        "purge",
+        help="delete all collected data; keep the settings; make a new user id",
+        description="Delete all collected data; keep the settings; make a new user id.",
+        epilog="Deletes sessions, devices, sensor data, messages, measurements and the "
+        "usage reports in the outbox (waiting ones are cancelled), leaving no copy in the "
+        "database file. Settings, consent, status and its history stay. If reports of the "
+        "old user id were delivered or exported, a deletion request for it is queued. "
+        "Asks for confirmation on a terminal; without one, needs --yes.",
+    )
+    p.add_argument("--yes", action="store_true", help="purge without asking")
+    p.set_defaults(run=cmd_purge)
+
+    p = sub.add_parser(
+        "export",
+        help="write the pending uploads to FILE (for a lab without network)",
+        description="Write the pending uploads to FILE, for `tagstat-collector import`.",
+        epilog="Writes the usage reports and deletion requests waiting for upload (JSON "
+        "Lines, mode 0600; format in docs/DATA.md) and marks them delivered-by-export, so "
+        "they are not uploaded. Under collecting-and-uploading the current upload period "
+        "is closed first. With nothing pending, no file is written.",
+    )
+    p.add_argument("file", type=Path, metavar="FILE", help="the file to write")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    p.set_defaults(run=cmd_export)
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +225,78 @@ def cmd_uploads(client: Client, args: argparse.Namespace) -> None:
 
 def cmd_upload_show(client: Client, args: argparse.Namespace) -> None:
     _write_exact(client.upload_body(args.report_id).get("body", ""))
+
+
+# -- purge and export (tagstat.purge, tagstat.export) ------------------------------------
+
+PURGE_TIMEOUT_S = 300.0  # rewriting a large database file takes a while
+_PURGED = (("sessions", "sessions"), ("devices", "devices"), ("sensor_buckets", "sensor buckets"),
+           ("messages", "messages"), ("measurements", "measurements"),
+           ("usage_reports", "usage reports"))  # fmt: skip
+
+
+def cmd_purge(client: Client, args: argparse.Namespace) -> None:
+    if not args.yes and not _confirm_purge():
+        print("nothing was deleted")
+        return
+    result = Client(client.socket_path, timeout_s=PURGE_TIMEOUT_S).purge()
+    print(format_purge(result))
+
+
+def _confirm_purge() -> bool:
+    if not sys.stdin.isatty():
+        raise TagstatError(
+            "purge deletes all collected data and asks first, but stdin is not a "
+            "terminal; pass --yes to purge without asking"
+        )
+    prompt = ("Delete all collected usage data (sessions, devices, sensor data, messages, "
+              "measurements, waiting reports)?\nSettings are kept. [y/N] ")  # fmt: skip
+    try:
+        answer = input(prompt)
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def format_purge(result: dict) -> str:
+    removed = result.get("removed") or {}
+    counts = ", ".join(f"{_text(removed.get(key, 0))} {name}" for key, name in _PURGED)
+    lines = [f"purged: {counts}"]
+    if result.get("cancelled_reports"):
+        lines.append(f"{result['cancelled_reports']} waiting usage report(s) cancelled")
+    lines.append(f"settings, consent and status kept; new user id {_text(result.get('user_id'))}")
+    if result.get("deletion_request"):
+        lines.append(
+            "reports of the old user id were delivered to a collector (or exported): "
+            f"deletion request {result['deletion_request']} queued; `tagstat uploads` "
+            "shows when it goes out"
+        )
+    else:
+        lines.append("no report of the old user id left this computer: no deletion request")
+    return "\n".join(lines)
+
+
+def cmd_export(client: Client, args: argparse.Namespace) -> None:
+    path = args.file
+    export.check_target(path, args.force)
+    begun = client.export_begin()
+    lines = export.export_lines(begun)
+    if len(lines) == 1:
+        print(f"nothing to export: no report or deletion request is waiting; {path} not written")
+        return
+    tmp = export.write_temporary(path, lines)
+    try:
+        result = client.export_commit(str(begun.get("token")))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    export.place(tmp, path, args.force)
+    n = len(lines) - 1
+    print(f"exported {n} report(s) to {path}; {_text(result.get('exported'))} marked "
+          "delivered-by-export and will not be uploaded")  # fmt: skip
+    if result.get("already_delivered"):
+        print(f"({result['already_delivered']} were delivered by upload meanwhile; importing "
+              "them again is harmless)")  # fmt: skip
 
 
 def _upload_row(r: dict) -> list[str]:

@@ -86,6 +86,20 @@ class Client:
             raise TypeError(f"report_id must be a string, not {type(report_id).__name__}")
         return self._expect(self.call("upload_body", report_id=report_id), dict, "upload")
 
+    # -- purge and export (tagstat.purge, tagstat.export) ------------------------------
+
+    def purge(self) -> dict:
+        """Delete the collected data; keeps settings, makes a new user id (admin)."""
+        return self._expect(self.call("purge"), dict, "purge result")
+
+    def export_begin(self) -> dict:
+        """The pending uploads and a token to mark them exported with (admin)."""
+        return self._expect(self.call("export_begin"), dict, "export")
+
+    def export_commit(self, token: str) -> dict:
+        """Mark the reports of ``export_begin`` as delivered by export (admin)."""
+        return self._expect(self.call("export_commit", token=token), dict, "export result")
+
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout_s)

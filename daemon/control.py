@@ -54,6 +54,9 @@ class Controller(Protocol):
     def list_uploads(self) -> list[dict]: ...
     def upload_body(self, report_id: str) -> dict: ...
     def record_measurements(self, events: list) -> dict: ...
+    def purge(self) -> dict: ...
+    def export_begin(self) -> dict: ...
+    def export_commit(self, token: str) -> dict: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +261,10 @@ class ControlServer:
             return c.upload_body(args["report_id"])
         if op == "record_measurements":
             return c.record_measurements(args["events"])
+        if op in ("purge", "export_begin"):  # tagstat.purge, tagstat.export
+            return getattr(c, op)()
+        if op == "export_commit":
+            return c.export_commit(args["token"])
         raise wire.BadRequest(f"unknown op {op!r}")  # parse_request already refused it
 
     def _send(self, sock: socket.socket, reply: dict) -> None:

@@ -18,10 +18,11 @@ import logging
 import re
 import threading
 
-from tagstat import measurement_data
+from tagstat import measurement_data, purge
 from tagstat.clock import Clock, iso
 from tagstat.config import FIELDS, Config, load_config
 from tagstat.errors import ConfigError, PolicyError, TagstatError
+from tagstat.export import Exports
 from tagstat.hostinfo import HostInfoCache
 from tagstat.masking import Masker, load_or_create_secret
 from tagstat.outbox import Outbox
@@ -81,6 +82,7 @@ class Service:
     log_level_override: str | None = None  # --log-level wins over the config's log_level
     outbox: Outbox | None = None  # period reports and opting out (None: no uploads at all)
     uploader: Uploader | None = None  # the thread that sends the outbox
+    exports: Exports | None = None  # `tagstat export` (tagstat.export)
 
     # -- the loop ----------------------------------------------------------
 
@@ -325,10 +327,21 @@ class Service:
         if entry is None:
             raise TagstatError(
                 f"no report {report_id} in the outbox: never made, deleted after "
-                "retention_days, or an id prefix that matches several"
+                "retention_days, purged, or an id prefix that matches several"
             )
         return {"report_id": entry.report_id, "kind": entry.kind, "state": entry.state,
                 "body": entry.body.decode("utf-8")}  # fmt: skip
+
+    # -- purge and export (tagstat.purge, tagstat.export) -------------------
+
+    def purge(self) -> dict:
+        return purge.purge(self)
+
+    def export_begin(self) -> dict:
+        return self.exports.begin()
+
+    def export_commit(self, token: str) -> dict:
+        return self.exports.commit(token)
 
     def _reconfigure_uploads(self, old: Config, new: Config) -> None:
         self.outbox.reconfigure(new)
@@ -427,3 +440,4 @@ def _wire_uploads(service: Service) -> None:
     s.outbox.start()
     s.uploader = Uploader(s.store, s.config, s.clock, kinds=s.outbox.sendable_kinds)
     s.on_reconfigure.append(s._reconfigure_uploads)
+    s.exports = Exports(s)

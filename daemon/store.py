@@ -404,6 +404,9 @@ class Store:
         every page, so neither free pages nor the stale bytes that earlier updates left
         inside live pages keep a copy; the WAL is then checkpointed and truncated.
         """
+        # Builds differ (Debian's SQLite overwrites deleted content by default, the
+        # upstream default does not): force it on for the purge, then restore it.
+        secure = self._pragma("secure_delete")
         self._db.execute("PRAGMA secure_delete = ON")
         try:
             with self._transaction():
@@ -414,7 +417,7 @@ class Store:
             self._db.execute("VACUUM")
             self._checkpoint_truncate()
         finally:
-            self._db.execute("PRAGMA secure_delete = OFF")
+            self._db.execute(f"PRAGMA secure_delete = {int(secure)}")
         log.info("purged collected data (%s); settings and status history kept", removed)
         return removed
 

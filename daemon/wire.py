@@ -34,6 +34,10 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     # Measurement events from an application (tagstat.measurements); each event is
     # checked by tagstat.measurement_data, and the request size limit bounds the list.
     "record_measurements": {"events": ((list,), "a list of measurement events")},
+    # Purge and export (tagstat.purge, tagstat.export): admin ops.
+    "purge": {},
+    "export_begin": {},
+    "export_commit": {"token": ((str,), "the token export_begin returned")},
 }
 
 _CHUNK_BYTES = 16384

@@ -78,6 +78,19 @@ class FakeController:
         self._enter("upload_body", report_id)
         return {"report_id": report_id, "kind": "usage", "state": "pending", "body": "{}"}
 
+    def purge(self):
+        self._enter("purge")
+        return {"removed": {}, "cancelled_reports": 0, "user_id": "u", "deletion_request": None}
+
+    def export_begin(self):
+        self._enter("export_begin")
+        return {"token": "t", "exported_at": "2024-01-02T03:04:05.000Z", "reports": []}
+
+    def export_commit(self, token):
+        self._enter("export_commit", token)
+        return {"exported": 0, "already_delivered": 0}
+
+
 
 @pytest.fixture
 def sock_dir():
