@@ -19,6 +19,9 @@ from tagstat import export
 from tagstat.client import Client
 from tagstat.clock import parse_iso
 from tagstat.errors import TagstatError
+from tagstat.explain import explanation, render, status_lines
+from tagstat.firstrun import before_command, setup
+from tagstat.killswitch import client_switch
 from tagstat.paths import Paths
 from tagstat.status import UsageStatisticsStatus
 
@@ -35,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help and usage errors
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        args.run(_client(args), args)
+        client = _client(args)
+        before_command(client, args)  # the first interactive run asks about uploads
+        args.run(client, args)
     except (TagstatError, ValueError) as exc:
         print(f"tagstat: error: {exc}", file=sys.stderr)
         return 1
@@ -96,8 +101,39 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(run=cmd_sessions)
     _add_uploads(sub)
+    _add_privacy(sub)
     _add_purge_export(sub)
     return parser
+
+
+def _add_privacy(sub) -> None:
+    p = sub.add_parser(
+        "setup",
+        help="see what is collected and choose whether to upload it",
+        description="Show what is collected and ask whether to upload it (default: no).",
+        epilog="Shows docs/DATA.md's fields, an example report and where uploads would go. "
+        "Needs a terminal and membership of the admin group. Also asked once on the first "
+        "interactive run, and again when the report gains fields; never without a terminal. "
+        "Scripts use `tagstat status` instead.",
+    )
+    p.set_defaults(run=lambda client, args: setup(client))
+    p = sub.add_parser(
+        "explain",
+        help="say in words what is collected, what is uploaded and where",
+        description="Say what is collected, what is uploaded and where, for the status now.",
+        epilog="Also any kill switch in force (TAGSTAT_DISABLE, DO_NOT_TRACK, a CI "
+        "environment) and the consent given, in the words of docs/DATA.md.",
+    )
+    _add_json(p)
+    p.set_defaults(run=cmd_explain)
+
+
+def cmd_explain(client: Client, args: argparse.Namespace) -> None:
+    facts = explanation(client.status(), client_switch())
+    if args.json:
+        _print_json(facts)
+    else:
+        print(render(facts))
 
 
 def _add_uploads(sub) -> None:
@@ -169,10 +205,11 @@ def cmd_status(client: Client, args: argparse.Namespace) -> None:
         result = client.status()
     else:
         result = client.set_status(args.status, persistent=not args.temporary)
+    here = client_switch()  # TAGSTAT_DISABLE or DO_NOT_TRACK in this program's environment
     if args.json:
-        _print_json(result)
+        _print_json({**result, "client_forced_by": here.to_dict() if here else None})
     else:
-        print(format_status(result))
+        print("\n".join([format_status(result), *status_lines(result, here)]))
 
 
 def cmd_report(client: Client, args: argparse.Namespace) -> None:

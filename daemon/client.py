@@ -14,7 +14,7 @@ import os
 import socket
 from pathlib import Path
 
-from tagstat import wire
+from tagstat import killswitch, wire
 from tagstat.errors import ApiError, DaemonNotRunningError, TagstatError
 from tagstat.paths import Paths
 from tagstat.status import UsageStatisticsStatus
@@ -60,7 +60,22 @@ class Client:
         status = UsageStatisticsStatus.parse(status)
         if not isinstance(persistent, bool):
             raise TypeError(f"persistent must be True or False, not {persistent!r}")
+        switch = killswitch.client_switch()  # TAGSTAT_DISABLE or DO_NOT_TRACK here
+        if switch is not None and status != UsageStatisticsStatus.Disabled:
+            raise killswitch.refusal(switch, status.name)
         result = self.call("set_status", status=int(status), persistent=persistent)
+        return self._expect(result, dict, "status")
+
+    def set_consent(self, version: int, upload: bool, *, new_fields=False, dry_run=False) -> dict:
+        """Answer the consent question about report schema ``version`` (admin; tagstat.consent).
+
+        ``dry_run`` records nothing: it checks that this user may answer.
+        """
+        switch = killswitch.client_switch()
+        if upload and switch is not None:
+            raise killswitch.refusal(switch, UsageStatisticsStatus.CollectingAndUploading.name)
+        result = self.call("set_consent", version=version, upload=upload,
+                           new_fields=new_fields, dry_run=dry_run)  # fmt: skip
         return self._expect(result, dict, "status")
 
     def report(self) -> str:
@@ -166,7 +181,9 @@ def getUsageStatisticsReport() -> str:  # noqa: N802 - the vendor's name
 
 
 def getUsageStatisticsStatus() -> UsageStatisticsStatus:  # noqa: N802 - the vendor's name
-    """The status currently in force."""
+    """The status currently in force; Disabled in a process with a kill switch set."""
+    if killswitch.client_switch() is not None:
+        return UsageStatisticsStatus.Disabled  # this process sends nothing, whatever tagstatd does
     client = Client()
     value = client.status().get("status")
     try:
@@ -180,8 +197,9 @@ def getUsageStatisticsStatus() -> UsageStatisticsStatus:  # noqa: N802 - the ven
 def setUsageStatisticsStatus(status, persistent_config: bool = True) -> None:  # noqa: N802
     """Set the status; with ``persistent_config=False`` it holds until tagstatd restarts.
 
-    An invalid ``status`` raises ValueError listing the allowed values, before
-    the daemon is contacted.
+    An invalid ``status`` raises ValueError listing the allowed values, and a
+    collecting status in a process with ``TAGSTAT_DISABLE`` or ``DO_NOT_TRACK``
+    set raises ``KillSwitchOn`` naming it, both before the daemon is contacted.
     """
     status = UsageStatisticsStatus.parse(status)
     Client().set_status(status, persistent=persistent_config)

@@ -37,12 +37,15 @@ class Outbox:
         clock: Clock,
         config: Config,
         host: Callable[[], dict | None] = lambda: None,
+        shape: Callable[[dict], dict] = lambda report: report,
     ):
         self._store = store
         self._keeper = keeper
         self._clock = clock
         self._config = config
         self._host = host  # must not block: it runs on the poll thread
+        # Leaves out the fields the user did not agree to upload (tagstat.consent).
+        self._shape = shape
 
     def reconfigure(self, config: Config) -> None:
         self._config = config  # a new interval applies to the period in progress
@@ -50,10 +53,15 @@ class Outbox:
     # -- state -------------------------------------------------------------------------
 
     def uploading(self) -> bool:
-        return self._keeper.current == UPLOADING
+        return self._keeper.effective == UPLOADING  # never while a kill switch is in force
 
     def sendable_kinds(self) -> tuple[str, ...]:
-        """Deletion requests go out whatever the status; usage reports only with consent."""
+        """Deletion requests go out whatever the status; usage reports only with consent.
+
+        A kill switch (tagstat.killswitch) stops every upload: nothing leaves the machine.
+        """
+        if self._keeper.forced_by is not None:
+            return ()
         return ("usage", "deletion") if self.uploading() else ("deletion",)
 
     def period_start(self) -> dt.datetime | None:
@@ -73,6 +81,8 @@ class Outbox:
 
     def start(self) -> None:
         """Bring the outbox in line with the status after a (re)start."""
+        if self._keeper.forced_by is not None:
+            return  # a kill switch pauses uploads; it withdraws no consent and cancels nothing
         if self.uploading():
             if self.period_start() is None:
                 self._set_period_start(self._clock.utc_now())
@@ -106,7 +116,7 @@ class Outbox:
 
     def usage_report(self, since: dt.datetime, now: dt.datetime, host: dict | None = None) -> dict:
         """The report of status-2 data since ``since``: what the next upload would hold."""
-        return build_report(
+        return self._shape(build_report(
             self._store,
             user_id=self._keeper.user_id,
             status=self._keeper.current,
@@ -114,7 +124,7 @@ class Outbox:
             now=now,
             since=since,
             min_status=int(UPLOADING),
-        )
+        ))  # fmt: skip
 
     # -- status changes ------------------------------------------------------------------
 

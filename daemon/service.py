@@ -21,9 +21,12 @@ import threading
 from tagstat import measurement_data, purge
 from tagstat.clock import Clock, iso
 from tagstat.config import FIELDS, Config, load_config
+from tagstat.consent import ConsentKeeper
 from tagstat.errors import ConfigError, PolicyError, TagstatError
 from tagstat.export import Exports
+from tagstat.fields import current as current_schema
 from tagstat.hostinfo import HostInfoCache
+from tagstat.killswitch import daemon_switch, refusal
 from tagstat.masking import Masker, load_or_create_secret
 from tagstat.outbox import Outbox
 from tagstat.paths import Paths
@@ -80,6 +83,7 @@ class Service:
     # Called as hook(old_config, new_config) after a reload applied new_config.
     on_reconfigure: list = dataclasses.field(default_factory=list)
     log_level_override: str | None = None  # --log-level wins over the config's log_level
+    consent: ConsentKeeper | None = None  # which report fields may be uploaded (tagstat.consent)
     outbox: Outbox | None = None  # period reports and opting out (None: no uploads at all)
     uploader: Uploader | None = None  # the thread that sends the outbox
     exports: Exports | None = None  # `tagstat export` (tagstat.export)
@@ -120,7 +124,7 @@ class Service:
 
     def poll_once(self) -> None:
         with self.lock:
-            status = self.keeper.current
+            status = self.keeper.effective  # Disabled while a kill switch is in force
             if status == UsageStatisticsStatus.Disabled:
                 self._drop_daemon_messages()
                 return
@@ -166,7 +170,7 @@ class Service:
         report, give the uploader a few seconds, and close the store."""
         with self.lock:
             self.recorder.checkpoint()
-            self._store_daemon_messages(int(self.keeper.current))
+            self._store_daemon_messages(int(self.keeper.effective))
             if self.outbox is not None:
                 self.outbox.close_period()
         if self.uploader is not None:
@@ -194,10 +198,14 @@ class Service:
         result = self.keeper.describe()
         if self.outbox is not None:
             result["upload"] = self.outbox.summary()
+        if self.consent is not None:
+            result["consent"] = self.consent_state()
         return result
 
     def set_status(self, status, persistent: bool) -> dict:
         status = UsageStatisticsStatus.parse(status)
+        if self.keeper.forced_by is not None and status != UsageStatisticsStatus.Disabled:
+            raise refusal(self.keeper.forced_by, status.name)  # stored, it would be a surprise
         cap = UsageStatisticsStatus.parse(self.config.max_status)
         if status > cap:
             raise PolicyError(
@@ -213,6 +221,8 @@ class Service:
         if status == old:
             return
         log.info("status changed from %s to %s", old.name, status.name)
+        if self.consent is not None:
+            self.consent.status_changed(old, status)
         if status == UsageStatisticsStatus.Disabled:
             self.recorder.close_all("disabled", forget=True)
             self.poller.forget_all()
@@ -236,7 +246,7 @@ class Service:
             report = build_report(
                 self.store,
                 user_id=self.keeper.user_id,
-                status=self.keeper.current,
+                status=self.keeper.effective,
                 host=host.to_report() if host else None,
                 now=self.clock.utc_now(),
             )
@@ -277,7 +287,7 @@ class Service:
         """
         accepted, rejected = measurement_data.validate(events, self.clock.utc_now())
         with self.lock:
-            current = self.keeper.current
+            current = self.keeper.effective
             if current == UsageStatisticsStatus.Disabled or not accepted:
                 return {"stored": 0, "rejected": rejected}
             changes = self.store.status_changes()
@@ -310,7 +320,7 @@ class Service:
             "pending": False,
             "body": self.get_report() if uploading else None,
             "endpoint": self.config.upload_url or None,
-            "status": self.keeper.current.name,
+            "status": self.keeper.effective.name,
         }
 
     def list_uploads(self) -> list[dict]:
@@ -347,6 +357,70 @@ class Service:
         self.outbox.reconfigure(new)
         self.uploader.reconfigure(new)
 
+    # -- kill switches and consent (tagstat.killswitch, tagstat.consent) -----
+
+    def apply_kill_switches(self) -> None:
+        """Look at the environment and allow_in_ci again (at start and on reload)."""
+        with self.lock:
+            before, was = self.keeper.effective, self.keeper.forced_by
+            now = daemon_switch(allow_in_ci=self.config.allow_in_ci)
+            self.keeper.forced_by = now
+            if now is not None and now != was:
+                log.warning("status Disabled, %s; the stored status %s is kept", now.reason(),
+                            self.keeper.current.name)  # fmt: skip
+            elif was is not None and now is None:
+                log.info("kill switch lifted: status %s again", self.keeper.current.name)
+            if self.keeper.effective == before:
+                return
+            if self.keeper.effective == UsageStatisticsStatus.Disabled:
+                self.recorder.close_all("disabled", forget=True)
+                self.poller.forget_all()
+            else:
+                self.hostinfo.start()
+                if self.outbox is not None:
+                    self.outbox.start()
+        if self.uploader is not None:
+            self.uploader.wake()
+
+    def consent_state(self) -> dict:
+        state = self.consent.describe(self.keeper.current)
+        cap = UsageStatisticsStatus.parse(self.config.max_status)
+        state["upload_allowed"] = cap == UsageStatisticsStatus.CollectingAndUploading
+        return state
+
+    def set_consent(self, version: int, upload: bool, new_fields: bool, dry_run: bool) -> dict:
+        """Record an answer to the consent question about report schema ``version``.
+
+        "yes" agrees to upload that schema's fields and sets CollectingAndUploading;
+        "no" to the whole question leaves (or keeps out of) it; "no" to new fields
+        only keeps uploading the fields agreed before. ``dry_run`` checks, records nothing.
+        """
+        schema = self.consent.schema
+        if isinstance(version, bool) or version != schema.version:
+            raise ValueError(
+                f"tagstatd's report schema is version {schema.version}, the answer was about "
+                f"{version!r}; restart tagstatd after upgrading tagstat"
+            )
+        uploading = UsageStatisticsStatus.CollectingAndUploading
+        with self.lock:
+            if upload and self.keeper.forced_by is not None:
+                raise refusal(self.keeper.forced_by, uploading.name)
+            if dry_run:
+                return self.get_status()
+            if upload:
+                if self.keeper.current != uploading or self.keeper.is_temporary:
+                    self.set_status(uploading, persistent=True)
+                self.consent.record(agreed=version, asked=version)
+            elif new_fields and self.keeper.current == uploading:
+                self.consent.record(agreed=self.consent.agreed(self.keeper.current), asked=version)
+            else:
+                if self.keeper.current == uploading:
+                    self.set_status(UsageStatisticsStatus.Collecting, persistent=True)
+                self.consent.record(agreed=None, asked=version)
+            log.info("consent recorded for report schema %d: upload %s%s", version,
+                     "yes" if upload else "no", " (new fields)" if new_fields else "")  # fmt: skip
+            return self.get_status()
+
     # -- policy and reload (systemd's ExecReload sends SIGHUP) ---------------
 
     def enforce_status_cap(self) -> None:
@@ -374,6 +448,7 @@ class Service:
             self.recorder.reconfigure(new.idle_timeout_s)
             logging.getLogger().setLevel(self.log_level_override or new.log_level)
             self.enforce_status_cap()
+            self.apply_kill_switches()  # allow_in_ci may have changed
         for hook in self.on_reconfigure:
             try:
                 hook(old, new)
@@ -385,7 +460,9 @@ class Service:
 
     def status_line(self) -> str:
         """What the daemon is doing, for systemctl status (STATUS=)."""
-        status = self.keeper.current
+        status = self.keeper.effective
+        if self.keeper.forced_by is not None:
+            return f"status Disabled, {self.keeper.forced_by.reason()}: collecting nothing"
         if status == UsageStatisticsStatus.Disabled:
             return "status Disabled: collecting nothing"
         n = len(self.poller.attached())
@@ -412,12 +489,13 @@ def build_service(
     masker = Masker(secret)
     store = Store.open(paths.database, clock=clock)
     keeper = StatusKeeper(store, clock, UsageStatisticsStatus.parse(config.initial_status))
+    keeper.forced_by = daemon_switch(allow_in_ci=config.allow_in_ci)  # before anything collects
     if store.recovered_from:
         msg = "the database was not readable and was moved aside; a new one was started"
         log.error("%s: %s", msg, store.recovered_from)
         store.record_message("daemon", "error", msg, clock.utc_now(), int(keeper.current))
     hostinfo = HostInfoCache(paths.hostinfo_cache)
-    if keeper.current != UsageStatisticsStatus.Disabled:
+    if keeper.effective != UsageStatisticsStatus.Disabled:
         hostinfo.start()  # Disabled collects nothing, host information included
     discovery = Discovery(
         backend=backend, product_ids=config.product_ids, timeout_ms=config.usb_timeout_ms
@@ -425,6 +503,10 @@ def build_service(
     poller = Poller(discovery, masker, secret, config, MessageCursors(store))
     recorder = Recorder(store, config.idle_timeout_s)
     service = Service(config, paths, clock, store, masker, keeper, hostinfo, poller, recorder)
+    service.consent = ConsentKeeper(store, clock, current_schema())
+    if keeper.forced_by is not None:
+        log.warning("status Disabled, %s; the stored status %s is kept",
+                    keeper.forced_by.reason(), keeper.current.name)  # fmt: skip
     _wire_uploads(service)
     service.enforce_status_cap()  # before the first poll: no session mixes two statuses
     return service
@@ -436,7 +518,10 @@ def _wire_uploads(service: Service) -> None:
         return info.to_report() if info else None
 
     s = service
-    s.outbox = Outbox(s.store, s.keeper, s.clock, s.config, host)
+    def shape(report: dict) -> dict:  # only the fields the user agreed to upload
+        return s.consent.shape_upload(report, s.keeper.current)
+
+    s.outbox = Outbox(s.store, s.keeper, s.clock, s.config, host, shape=shape)
     s.outbox.start()
     s.uploader = Uploader(s.store, s.config, s.clock, kinds=s.outbox.sendable_kinds)
     s.on_reconfigure.append(s._reconfigure_uploads)

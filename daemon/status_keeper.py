@@ -21,6 +21,9 @@ class StatusKeeper:
         self._clock = clock
         self._lock = threading.Lock()
         self._temporary: UsageStatisticsStatus | None = None
+        # A kill switch in force (tagstat.killswitch.Switch), set by the service. It makes
+        # the effective status Disabled without touching the stored one.
+        self.forced_by = None
         stored = store.get_setting("status")
         if stored is None:
             self._persistent = initial_status
@@ -47,6 +50,11 @@ class StatusKeeper:
     def current(self) -> UsageStatisticsStatus:
         t = self._temporary
         return t if t is not None else self._persistent
+
+    @property
+    def effective(self) -> UsageStatisticsStatus:
+        """What tagstat does now: ``current``, or Disabled while a kill switch is in force."""
+        return UsageStatisticsStatus.Disabled if self.forced_by is not None else self.current
 
     @property
     def is_temporary(self) -> bool:
@@ -95,11 +103,15 @@ class StatusKeeper:
         return changes[-1].at if changes else None
 
     def describe(self) -> dict:
+        """The effective status; under a kill switch also the switch and the stored status."""
         since = self.since()
-        cur = self.current
+        cur, forced = self.effective, self.forced_by
         return {
             "status": int(cur),
             "name": cur.name,
             "persistent": not self.is_temporary,
             "since": iso(since) if since else None,
+            "forced_by": forced.to_dict() if forced is not None else None,
+            "stored_status": int(self.current),
+            "stored_name": self.current.name,
         }

@@ -92,7 +92,7 @@ def serve(service: Service) -> int:
         log.error("%s", e)
         service.shutdown()
         return 1
-    log.info("tagstatd started: status %s, socket %s", service.keeper.current.name,
+    log.info("tagstatd started: status %s, socket %s", service.keeper.effective.name,
              service.paths.socket)  # fmt: skip
     service.uploader.start()
     try:

@@ -31,6 +31,14 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "pending_report": {},
     "uploads": {},
     "upload_body": {"report_id": ((str,), "a report id")},
+    # The answer to the consent question about one report schema version (tagstat.consent);
+    # dry_run only checks that the caller may answer (an admin op).
+    "set_consent": {
+        "version": ((int,), "a report schema version"),
+        "upload": ((bool,), "a bool"),
+        "new_fields": ((bool,), "a bool"),
+        "dry_run": ((bool,), "a bool"),
+    },
     # Measurement events from an application (tagstat.measurements); each event is
     # checked by tagstat.measurement_data, and the request size limit bounds the list.
     "record_measurements": {"events": ((list,), "a list of measurement events")},

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tagstat import killswitch
 from tagstat.client import Client
 from tagstat.errors import DaemonNotRunningError
 
@@ -28,12 +29,20 @@ def _write_scenario(path: Path, devices: list[dict]) -> Path:
     return path
 
 
+def _clean_environ() -> dict:
+    """The test run's environment without tagstat's kill switches, so that a developer's
+    DO_NOT_TRACK or the project's own CI=true does not turn every daemon off: tests of
+    the switches set them explicitly (and TAGSTAT_ALLOW_IN_CI=false to see CI win)."""
+    env = {k: v for k, v in os.environ.items() if k not in killswitch.SWITCHES}
+    return {**env, "TAGSTAT_ALLOW_IN_CI": "true"}
+
+
 class Daemon:
     """One tagstatd process over one home directory."""
 
     def __init__(self, home: Path, scenario: Path | None, env: dict | None = None):
         self.home, self.scenario = home, scenario
-        self.env = {**os.environ, "TAGSTAT_POLL_INTERVAL_S": "0.25", **(env or {})}
+        self.env = {**_clean_environ(), "TAGSTAT_POLL_INTERVAL_S": "0.25", **(env or {})}
         self.env.pop("TAGSTAT_HOME", None)
         self.proc: subprocess.Popen | None = None
         self.client = Client(home / "control.sock", timeout_s=10)
@@ -131,7 +140,7 @@ def daemons(_home_and_daemons):
 
 
 def _run_cli(home: Path, *args, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "TAGSTAT_HOME"}
+    env = {k: v for k, v in _clean_environ().items() if k != "TAGSTAT_HOME"}
     proc = subprocess.run(
         [str(BIN / "tagstat"), "--home", str(home), *args],
         capture_output=True, text=True, env=env, timeout=30,

@@ -1,0 +1,176 @@
+"""Versioned consent: what is asked when, what an answer changes, and that uploads leave out
+fields newer than the consent, in tagstatd's service on a simulated Time Tagger."""
+
+import datetime as dt
+import json
+
+import pytest
+
+from tagstat import killswitch
+from tagstat.clock import Clock
+from tagstat.config import Config
+from tagstat.consent import ConsentKeeper
+from tagstat.errors import PolicyError
+from tagstat.fields import REAL, TEST_SCHEMA_ENV, current
+from tagstat.paths import Paths
+from tagstat.service import build_service
+from tagstat.status import UsageStatisticsStatus as S
+from tagstat.store import Store
+from tagstat.tagstatd import simulated_backend
+
+BUMP = json.dumps({"version": 2, "since": {"measurements[]": 2}})
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in (*killswitch.SWITCHES, *killswitch.CI_VARIABLES, TEST_SCHEMA_ENV):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def keeper(tmp_path):
+    store = Store.open(tmp_path / "t.db")
+    yield ConsentKeeper(store, Clock(), REAL)
+    store.close()
+
+
+def test_a_new_install_is_asked_once(keeper):
+    assert keeper.needs(S.Collecting) == "first_run"
+    keeper.record(agreed=None, asked=1)  # "no"
+    assert keeper.needs(S.Collecting) is None
+    assert keeper.get().asked_version == 1 and keeper.get().upload is False
+
+
+def test_a_no_is_not_asked_again_when_the_schema_grows(keeper):
+    keeper.record(agreed=None, asked=1)
+    keeper.schema = current({TEST_SCHEMA_ENV: BUMP})
+    assert keeper.needs(S.Collecting) is None
+
+
+def test_a_yes_is_asked_again_about_new_fields_only(keeper):
+    keeper.record(agreed=1, asked=1)
+    assert keeper.needs(S.CollectingAndUploading) is None
+    keeper.schema = current({TEST_SCHEMA_ENV: BUMP})
+    assert keeper.needs(S.CollectingAndUploading) == "new_fields"
+    described = keeper.describe(S.CollectingAndUploading)
+    assert described["left_out"][0] == "measurements[]" and described["agreed_version"] == 1
+    keeper.record(agreed=1, asked=2)  # "no" to the new fields: never asked again for 2
+    assert keeper.needs(S.CollectingAndUploading) is None
+    assert keeper.describe(S.CollectingAndUploading)["left_out"][0] == "measurements[]"
+
+
+def test_uploading_without_a_record_counts_as_consent_to_version_1(keeper):
+    assert keeper.agreed(S.CollectingAndUploading) == 1
+    assert keeper.agreed(S.Collecting) is None
+    assert keeper.needs(S.CollectingAndUploading) is None
+
+
+def test_status_changes_agree_and_withdraw(keeper):
+    keeper.status_changed(S.Collecting, S.CollectingAndUploading)
+    assert keeper.get().agreed_version == 1
+    keeper.status_changed(S.CollectingAndUploading, S.Collecting)
+    assert keeper.get().agreed_version is None and keeper.get().asked_version == 1
+
+
+def test_a_garbled_record_reads_as_none(keeper):
+    keeper._store.set_setting("consent", ["not", "a", "record"])
+    assert keeper.needs(S.Collecting) == "first_run"
+    keeper._store.set_setting("consent", {"agreed_version": "1", "asked_version": True})
+    assert keeper.get().agreed_version is None
+
+
+# -- the service --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def service_factory(tmp_path):
+    made = []
+
+    def make(**config):
+        paths = Paths.for_home(tmp_path)
+        cfg = Config(poll_interval_s=0.05, checkpoint_s=0.05, **config)
+        made.append(build_service(paths, cfg, backend=simulated_backend(paths, None)))
+        return made[-1]
+
+    def stop(service):
+        made.remove(service)
+        service.shutdown()
+
+    make.stop = stop
+    yield make
+    for s in made:
+        s.shutdown()
+
+
+def poll(service, n=8):
+    for _ in range(n):
+        service.poll_once()
+    service.checkpoint()
+
+
+def measurement(service) -> dict:
+    now = service.clock.utc_now()
+    start = (now - dt.timedelta(milliseconds=1)).isoformat()
+    event = {"type": "Counter", "start": start, "end": now.isoformat(), "duration_s": 0.001}
+    return service.record_measurements([event])
+
+
+def test_yes_sets_uploading_and_no_goes_back_to_collecting(service_factory):
+    service = service_factory()
+    state = service.set_consent(1, True, False, False)
+    assert state["name"] == "CollectingAndUploading"
+    assert state["consent"]["agreed_version"] == 1 and state["consent"]["needs"] is None
+    state = service.set_consent(1, False, False, False)
+    assert state["name"] == "Collecting" and state["consent"]["agreed_version"] is None
+    assert service.store.outbox_pending("deletion")  # leaving uploads asks for deletion
+
+
+def test_dry_run_and_refusals_record_nothing(service_factory, monkeypatch):
+    service = service_factory()
+    assert service.set_consent(1, True, False, True)["consent"]["needs"] == "first_run"
+    with pytest.raises(ValueError, match="schema is version 1"):
+        service.set_consent(2, True, False, False)
+    with pytest.raises(ValueError):
+        service.set_consent(True, True, False, False)  # a bool is not a version
+    service_factory.stop(service)
+    service = service_factory(max_status="Collecting")
+    assert service.get_status()["consent"]["upload_allowed"] is False
+    with pytest.raises(PolicyError):
+        service.set_consent(1, True, False, False)
+    assert service.get_status()["consent"]["needs"] == "first_run"
+    service_factory.stop(service)
+    monkeypatch.setenv("DO_NOT_TRACK", "1")
+    service = service_factory()
+    with pytest.raises(killswitch.KillSwitchOn):
+        service.set_consent(1, True, False, False)
+    assert service.set_consent(1, False, False, False)["consent"]["asked_version"] == 1
+
+
+def test_a_schema_bump_leaves_new_fields_out_of_uploads_until_agreed(service_factory, monkeypatch):
+    service = service_factory(upload_interval_s=1)
+    service.set_consent(1, True, False, False)
+    service_factory.stop(service)
+    monkeypatch.setenv(TEST_SCHEMA_ENV, BUMP)  # an upgrade whose schema 2 adds measurements
+    service = service_factory(upload_interval_s=1)
+    state = service.get_status()["consent"]
+    assert (state["needs"], state["schema_version"], state["agreed_version"]) == (
+        "new_fields", 2, 1,
+    )  # fmt: skip
+    poll(service)
+    assert measurement(service)["stored"] == 1
+    shown = json.loads(service.get_report())  # what the next upload would hold
+    assert "measurements" not in shown and shown["schema_version"] == 1 and shown["sessions"]
+    first = service.outbox.close_period()
+    body = json.loads(service.store.outbox_get(first).body)
+    assert "measurements" not in body and body["devices"]
+
+    service.set_consent(2, False, True, False)  # "no" to the new fields: never asked again
+    assert service.get_status()["consent"]["needs"] is None
+    assert service.keeper.current == S.CollectingAndUploading  # still uploading the old ones
+
+    service.set_consent(2, True, True, False)  # then "yes"
+    assert measurement(service)["stored"] == 1
+    shown = json.loads(service.get_report())
+    assert shown["measurements"][0]["type"] == "Counter" and shown["schema_version"] == 2
+    second = service.outbox.close_period()
+    assert json.loads(service.store.outbox_get(second).body)["measurements"]
