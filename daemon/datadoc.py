@@ -13,7 +13,7 @@ import functools
 import importlib.resources
 import re
 
-_ROW = re.compile(r"^\| `([^`]+)` \| (\d+) \| (.*?) \|(?: (.*?) \|)?$", re.M)
+_ROW = re.compile(r"^\| `([^`]+)` \| (\d+) \|(.*)\|$", re.M)  # a cell holds no "|"
 _STATUS_ROW = re.compile(r"^\| `(\w+)` \| (\d)[^|]* \| (.*?) \| (.*?) \|$", re.M)
 _LINK = re.compile(r"\[([^\]]+)\]\([^)]*\)")
 
@@ -44,10 +44,11 @@ def section(title: str, doc: str | None = None) -> str:
 def field_rows(doc: str | None = None) -> dict[str, FieldRow]:
     """The report's fields (the table of "The report"), by path, in document order."""
     table = section("The report", doc)
-    return {
-        m[1]: FieldRow(m[1], int(m[2]), plain(m[3]), plain(m[4] or ""))
-        for m in _ROW.finditer(table)
-    }
+    rows = {}
+    for m in _ROW.finditer(table):
+        what, why = ([*m[3].split("|"), ""])[:2]
+        rows[m[1]] = FieldRow(m[1], int(m[2]), plain(what), plain(why))
+    return rows
 
 
 def status_rows(doc: str | None = None) -> dict[str, tuple[str, str]]:

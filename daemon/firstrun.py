@@ -78,7 +78,9 @@ def setup(client) -> None:
         )
     _check_versions(consent)
     client.set_consent(consent["schema_version"], False, dry_run=True)  # may this user answer?
-    ask(client, state, "new_fields" if consent.get("needs") == "new_fields" else "first_run")
+    # Uploading with fields left out: the open question is those fields, not uploading.
+    uploading = state.get("stored_name") == "CollectingAndUploading"
+    ask(client, state, "new_fields" if uploading and consent.get("left_out") else "first_run")
 
 
 def ask(client, state: dict, question: str) -> None:

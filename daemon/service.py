@@ -518,6 +518,7 @@ def _wire_uploads(service: Service) -> None:
         return info.to_report() if info else None
 
     s = service
+
     def shape(report: dict) -> dict:  # only the fields the user agreed to upload
         return s.consent.shape_upload(report, s.keeper.current)
 
