@@ -174,3 +174,31 @@ def test_a_schema_bump_leaves_new_fields_out_of_uploads_until_agreed(service_fac
     assert shown["measurements"][0]["type"] == "Counter" and shown["schema_version"] == 2
     second = service.outbox.close_period()
     assert json.loads(service.store.outbox_get(second).body)["measurements"]
+
+
+# -- tagstat explain, from get_status and DATA.md ------------------------------------------
+
+
+def test_explain_says_where_uploads_go_and_what_is_left_out():
+    from tagstat.explain import explanation, render
+
+    consent = {"schema_version": 2, "agreed_version": 1, "needs": "new_fields",
+               "left_out": ["measurements[]", "measurements[].type"]}  # fmt: skip
+    state = {"name": "CollectingAndUploading", "stored_name": "CollectingAndUploading",
+             "upload": {"endpoint": "https://stats.example"}, "consent": consent}  # fmt: skip
+    facts = explanation(state)
+    assert facts["upload_to"] == "https://stats.example" and facts["kill_switches"] == []
+    assert (
+        "measurements[]" not in facts["fields_uploaded"]
+        and "sessions[]" in facts["fields_uploaded"]
+    )
+    text = render(facts)
+    assert "Uploaded: only data collected while the status was 2; to https://stats.example" in text
+    assert "Left out of uploads until you agree" in text
+    state["upload"] = {"endpoint": None}
+    assert "nowhere yet: no upload_url" in render(explanation(state))
+    off = {"name": "Disabled", "stored_name": "Collecting", "forced_by": {"variable": "CI",
+           "value": "true", "kind": "ci"}, "consent": {"agreed_version": None}}  # fmt: skip
+    text = render(explanation(off))
+    assert "Uploaded: nothing; to nowhere." in text and "Kill switch: CI=true" in text
+    assert "What a report holds" not in text  # Disabled collects nothing
