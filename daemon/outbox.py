@@ -140,11 +140,6 @@ class Outbox:
         if self.uploading():
             self._set_period_start(self._clock.utc_now())
 
-    def restart_period(self) -> None:
-        """Start the upload period now (after a purge: nothing before it is left)."""
-        if self.uploading():
-            self._set_period_start(self._clock.utc_now())
-
     def opt_out(self) -> None:
         """Cancel waiting reports, ask for deletion of this user's, and make a new user id."""
         cancelled = self._cancel_usage("consent withdrawn")

@@ -91,7 +91,6 @@ class FakeController:
         return {"exported": 0, "already_delivered": 0}
 
 
-
 @pytest.fixture
 def sock_dir():
     # tmp_path can exceed the 107-byte AF_UNIX limit; /tmp keeps it short.
