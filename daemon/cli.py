@@ -319,7 +319,8 @@ def cmd_export(client: Client, args: argparse.Namespace) -> None:
     begun = client.export_begin()
     lines = export.export_lines(begun)
     if len(lines) == 1:
-        print(f"nothing to export: no report or deletion request is waiting; {path} not written")
+        print(f"nothing to export: no report or deletion request may be sent now (see "
+              f"`tagstat status`); {path} not written")  # fmt: skip
         return
     tmp = export.write_temporary(path, lines)
     try:
