@@ -122,7 +122,8 @@ def line(label: str, r: dict) -> str:
     return (
         f"{label:<20} median {r['median_us']:6.2f} us  p90 {r['p90_us']:6.2f} us  "
         f"max {r['max_us']:8.1f} us  record_measurement median {r['record_us']:5.2f} us  "
-        f"exit wait {r['exit_wait_ms']:6.2f} ms  sent {r['sent']}  dropped {r['dropped']}"
+        f"exit wait {r['exit_wait_ms']:6.2f} ms  "
+        f"sent during run {r['sent']}  dropped {r['dropped']}"
     )
 
 
