@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tagstat.clock import iso
 from tagstat.errors import TagstatError
+from tagstat.fsutil import fsync_dir
 
 FORMAT = "tagstat-export"
 VERSION = 1
@@ -157,7 +158,7 @@ def place(tmp: Path, path: Path, force: bool) -> None:
             f"the export is complete in {tmp} but could not be moved to {path}: "
             f"{exc.strerror or exc}; the reports are marked exported, so keep {tmp}"
         ) from exc
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _move_no_clobber(tmp: Path, path: Path) -> None:
@@ -171,16 +172,3 @@ def _move_no_clobber(tmp: Path, path: Path) -> None:
         os.rename(tmp, path)
         return
     tmp.unlink()
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot sync a directory; the file itself is synced
-    finally:
-        os.close(fd)

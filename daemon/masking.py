@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tagstat.errors import StoreError
+from tagstat.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -127,23 +128,10 @@ def _create_secret(path: Path) -> None:
             os.link(tmp, path)
         except FileExistsError:
             return  # another start won the race; its secret is the one
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         log.info("created a new install secret in %s", path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems refuse fsync on directories; the link is still made
-    finally:
-        os.close(fd)
 
 
 class Masker:

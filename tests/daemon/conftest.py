@@ -1,16 +1,49 @@
-"""Unit and in-process tests run without tagstat's kill switches in the environment.
+"""Shared fixtures: no kill switches in the environment, a hand-driven clock, a fresh store.
 
 The project's own CI sets CI=true, and a developer may have DO_NOT_TRACK=1: either would
 force every in-process tagstatd service to Disabled (tagstat.killswitch). Tests of the
 switches set them explicitly with monkeypatch.
 """
 
+import datetime as dt
+
 import pytest
 
 from tagstat import killswitch
+from tagstat.clock import Clock
+from tagstat.store import Store
+
+# The fixed start of the hand-driven clock: tests that use `clock` define T0 equal to it.
+CLOCK_START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(autouse=True)
 def _no_kill_switches(monkeypatch):
     for name in (*killswitch.SWITCHES, *killswitch.CI_VARIABLES):
         monkeypatch.delenv(name, raising=False)
+
+
+class FakeClock(Clock):
+    """UTC time that moves only when a test says so."""
+
+    def __init__(self):
+        self.now = CLOCK_START
+
+    def utc_now(self):
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A fresh store in tmp_path (test modules may define their own)."""
+    s = Store.open(tmp_path / "t.db")
+    yield s
+    s.close()

@@ -8,10 +8,7 @@ import re
 import sqlite3
 from pathlib import Path
 
-import pytest
-
 from tagstat import migrations
-from tagstat.clock import Clock
 from tagstat.config import Config
 from tagstat.outbox import Outbox
 from tagstat.records import DeviceRecord, SessionRecord, UploadAttempt
@@ -22,29 +19,6 @@ from tagstat.store import Store
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 DEV = "ab" * 8
-
-
-class FakeClock(Clock):
-    def __init__(self):
-        self.now = T0
-
-    def utc_now(self):
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "t.db")
-    yield s
-    s.close()
 
 
 def make(store, clock, status=S.Collecting, **config) -> tuple[Outbox, StatusKeeper]:

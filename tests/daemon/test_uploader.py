@@ -37,29 +37,6 @@ def _load_faultproxy():
 faultproxy = _load_faultproxy()
 
 
-class FakeClock(Clock):
-    def __init__(self):
-        self.now = T0
-
-    def utc_now(self):
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += dt.timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store.open(tmp_path / "t.db")
-    yield s
-    s.close()
-
-
 def config_for(url: str, **kw) -> Config:
     return dataclasses.replace(
         Config(), upload_url=url.rstrip("/"), upload_backoff_initial_s=INITIAL_S,
