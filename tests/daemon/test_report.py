@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tagstat.fields import OPAQUE  # documented as a whole, not key by key
 from tagstat.hostinfo import HostInfo
 from tagstat.measurement_data import MeasurementEvent
 from tagstat.records import DeviceRecord, SessionRecord
@@ -17,17 +18,6 @@ from tagstat.store import Store
 DATA_MD = Path(__file__).parents[2] / "docs" / "DATA.md"
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 HOST = HostInfo("AMD EPYC", ("avx2", "sse4_2"), 2, 1, 24 * 2**30, "Linux 6.1", "3.11.2", "0.1.0")
-# Subtrees whose keys the device defines: documented as a whole, not key by key.
-OPAQUE = {
-    "devices[].calibration",
-    "devices[].configuration",
-    "devices[].sensors",
-    "sessions[].initial_sensors",
-    # keyed by exception class, indicator name and configuration key (lists in DATA.md)
-    "measurements[].errors",
-    "measurements[].indicators",
-    "measurements[].config",
-}
 
 
 def field_paths(obj, prefix=""):
