@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from collectorproc import Collector
+from faultproxy import FaultProxy
 
 from tagstat import killswitch
 from tagstat.client import Client
@@ -160,3 +162,17 @@ def write_scenario():
 def run_cli():
     """run_cli(home, *args, check=True) -> the finished `tagstat` process."""
     return _run_cli
+
+
+@pytest.fixture
+def collector(tmp_path):
+    c = Collector(tmp_path / "collector.db").start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def proxy(collector):
+    p = FaultProxy(("127.0.0.1", collector.port)).start()
+    yield p
+    p.stop()

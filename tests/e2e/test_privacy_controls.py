@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 from conftest import _clean_environ
-from faultproxy import FaultProxy
-from test_upload import Collector
 
 from tagstat.clock import parse_iso
 from tagstat.fields import TEST_SCHEMA_ENV
@@ -110,20 +108,6 @@ class Terminal:
             pass
         os.close(self.master)
         return self.proc.wait(timeout_s), self.out
-
-
-@pytest.fixture
-def collector(tmp_path):
-    c = Collector(tmp_path / "collector.db").start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def proxy(collector):
-    p = FaultProxy(("127.0.0.1", collector.port)).start()
-    yield p
-    p.stop()
 
 
 def wait_for(predicate, what: str, timeout_s: float = 30.0):

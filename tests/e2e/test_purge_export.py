@@ -11,7 +11,6 @@ session is not written back. An exported report reaches the collector exactly on
 import json
 import os
 import pty
-import re
 import select
 import signal
 import stat
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
+from collectorproc import Collector
 
 pytestmark = pytest.mark.e2e
 
@@ -161,28 +160,6 @@ def read_until(fd: int, marker: bytes | None, seen: bytes) -> bytes:
 # -- export --------------------------------------------------------------------------------
 
 
-class Collector:
-    """`tagstat-collector serve` on 127.0.0.1 over ``db``."""
-
-    def __init__(self, db: Path):
-        self.db = db
-        self.proc = subprocess.Popen(
-            [str(BIN / "tagstat-collector"), "--log-level", "warning", "serve", "--port", "0",
-             "--db", str(db)], stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", self.proc.stdout.readline())
-        assert match, "the collector did not start"
-        self.url = match.group(1)
-
-    def report_ids(self) -> list[str]:
-        answer = requests.get(f"{self.url}/v1/reports", timeout=5).json()["reports"]
-        return [r["report_id"] for r in answer]
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(10)
-
-
 def test_export_round_trip_delivers_each_report_once(home, daemons, write_scenario, tmp_path):
     d = daemons(write_scenario(home / "s.toml", [device()]), env=FAST).start()
     assert cli(home, "status", "collecting-and-uploading").returncode == 0
@@ -205,7 +182,7 @@ def test_export_round_trip_delivers_each_report_once(home, daemons, write_scenar
     assert again.returncode == 1 and "exists; pass --force" in again.stderr
 
     # Now the lab gets a network: later reports are uploaded, the exported ones never.
-    collector = Collector(tmp_path / "collector.db")
+    collector = Collector(tmp_path / "collector.db").start()
     try:
         (home / "tagstat.toml").write_text(f'upload_url = "{collector.url}"\n')
         d.proc.send_signal(signal.SIGHUP)

@@ -14,14 +14,12 @@ import re
 import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import requests
-from faultproxy import Action, FaultProxy
+from faultproxy import Action
 
 from tagstat.clock import parse_iso
 
@@ -37,58 +35,6 @@ FAST = {
     "TAGSTAT_UPLOAD_READ_TIMEOUT_S": "2",
     "TAGSTAT_CHECKPOINT_S": "0.5",
 }
-
-
-class Collector:
-    """``tagstat-collector serve`` on 127.0.0.1, port 0, restartable on the same database."""
-
-    def __init__(self, db: Path):
-        self.db = db
-        self.proc: subprocess.Popen | None = None
-        self.url = ""
-
-    def start(self) -> "Collector":
-        self.proc = subprocess.Popen(
-            [str(BIN / "tagstat-collector"), "--log-level", "warning", "serve", "--host",
-             "127.0.0.1", "--port", "0", "--db", str(self.db)],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        line = self.proc.stdout.readline()  # blocks until it listens (or exits)
-        match = re.search(r"listening on (http://127\.0\.0\.1:(\d+))", line)
-        assert match, f"collector did not start: {line!r}"
-        self.url, self.port = match.group(1), int(match.group(2))
-        return self
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
-
-    def reports(self) -> list[dict]:
-        return requests.get(f"{self.url}/v1/reports", timeout=5).json()["reports"]
-
-    def body(self, report_id: str) -> bytes:
-        answer = requests.get(f"{self.url}/v1/reports/{report_id}", timeout=5)
-        answer.raise_for_status()
-        return answer.content
-
-
-@pytest.fixture
-def collector(tmp_path):
-    c = Collector(tmp_path / "collector.db").start()
-    yield c
-    c.stop()
-
-
-@pytest.fixture
-def proxy(collector):
-    p = FaultProxy(("127.0.0.1", collector.port)).start()
-    yield p
-    p.stop()
 
 
 @pytest.fixture
