@@ -39,6 +39,17 @@ def _clean_environ() -> dict:
     return {**env, "TAGSTAT_ALLOW_IN_CI": "true"}
 
 
+def wait_for(predicate, what: str, timeout_s: float = 30.0):
+    """Poll until predicate() is truthy and return it; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 class Daemon:
     """One tagstatd process over one home directory."""
 
@@ -72,13 +83,7 @@ class Daemon:
 
     def wait_until(self, predicate, timeout_s: float = 30.0, what: str = "condition"):
         """Poll the daemon's API until predicate(value) holds; the simulator runs on wall time."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}")
+        return wait_for(predicate, what, timeout_s)
 
     def report(self) -> dict:
         return json.loads(self.client.report())

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import _clean_environ
+from conftest import _clean_environ, wait_for
 
 from tagstat.clock import parse_iso
 from tagstat.fields import TEST_SCHEMA_ENV
@@ -108,16 +108,6 @@ class Terminal:
             pass
         os.close(self.master)
         return self.proc.wait(timeout_s), self.out
-
-
-def wait_for(predicate, what: str, timeout_s: float = 30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- kill switches ------------------------------------------------------------------------

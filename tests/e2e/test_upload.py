@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from faultproxy import Action
 
 from tagstat.clock import parse_iso
@@ -56,16 +57,6 @@ def delivered_ids(daemon) -> set[str]:
 
 def key_of(request: bytes) -> str:
     return re.search(rb"Idempotency-Key: ([0-9a-f-]+)", request).group(1).decode()
-
-
-def wait_for(predicate, what: str, timeout_s: float = 30.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def outbox_rows(home: Path) -> list[tuple]:
