@@ -11,7 +11,11 @@ import pytest
 
 from tagstat import killswitch
 from tagstat.clock import Clock
+from tagstat.config import Config
+from tagstat.paths import Paths
+from tagstat.service import build_service
 from tagstat.store import Store
+from tagstat.tagstatd import simulated_backend
 
 # The fixed start of the hand-driven clock: tests that use `clock` define T0 equal to it.
 CLOCK_START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -47,3 +51,25 @@ def store(tmp_path):
     s = Store.open(tmp_path / "t.db")
     yield s
     s.close()
+
+
+@pytest.fixture
+def service_factory(tmp_path):
+    """make(**config) -> a real Service in tmp_path over the default simulated Time Tagger;
+    make.stop(service) shuts one down before the test ends (to start another over the same home)."""
+    made = []
+
+    def make(**config):
+        paths = Paths.for_home(tmp_path)
+        cfg = Config(poll_interval_s=0.05, checkpoint_s=0.05, **config)
+        made.append(build_service(paths, cfg, backend=simulated_backend(paths, None)))
+        return made[-1]
+
+    def stop(service):
+        made.remove(service)
+        service.shutdown()
+
+    make.stop = stop
+    yield make
+    for s in made:
+        s.shutdown()

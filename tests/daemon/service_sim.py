@@ -74,3 +74,10 @@ class SimService:
         if not self.closed:
             self.closed = True
             self.service.shutdown()
+
+
+def poll(service, n=8):
+    """n polls, then a checkpoint, so what they saw is in the store."""
+    for _ in range(n):
+        service.poll_once()
+    service.checkpoint()

@@ -5,18 +5,15 @@ import datetime as dt
 import json
 
 import pytest
+from service_sim import poll
 
 from tagstat import killswitch
 from tagstat.clock import Clock
-from tagstat.config import Config
 from tagstat.consent import ConsentKeeper
 from tagstat.errors import PolicyError
 from tagstat.fields import REAL, TEST_SCHEMA_ENV, current
-from tagstat.paths import Paths
-from tagstat.service import build_service
 from tagstat.status import UsageStatisticsStatus as S
 from tagstat.store import Store
-from tagstat.tagstatd import simulated_backend
 
 BUMP = json.dumps({"version": 2, "since": {"measurements[]": 2}})
 
@@ -80,32 +77,6 @@ def test_a_garbled_record_reads_as_none(keeper):
 
 
 # -- the service --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def service_factory(tmp_path):
-    made = []
-
-    def make(**config):
-        paths = Paths.for_home(tmp_path)
-        cfg = Config(poll_interval_s=0.05, checkpoint_s=0.05, **config)
-        made.append(build_service(paths, cfg, backend=simulated_backend(paths, None)))
-        return made[-1]
-
-    def stop(service):
-        made.remove(service)
-        service.shutdown()
-
-    make.stop = stop
-    yield make
-    for s in made:
-        s.shutdown()
-
-
-def poll(service, n=8):
-    for _ in range(n):
-        service.poll_once()
-    service.checkpoint()
 
 
 def measurement(service) -> dict:

@@ -2,15 +2,12 @@
 (in process, on a simulated Time Tagger) and in a client, before any socket I/O."""
 
 import pytest
+from service_sim import poll
 
 from tagstat import client as api
 from tagstat import killswitch
-from tagstat.config import Config
 from tagstat.errors import DaemonNotRunningError
-from tagstat.paths import Paths
-from tagstat.service import build_service
 from tagstat.status import UsageStatisticsStatus as S
-from tagstat.tagstatd import simulated_backend
 
 ALL = (*killswitch.SWITCHES, *killswitch.CI_VARIABLES)
 
@@ -98,33 +95,6 @@ def test_client_without_a_switch_asks_the_daemon(monkeypatch, tmp_path):
 
 
 # -- the daemon side, in process ------------------------------------------------------------
-
-
-@pytest.fixture
-def service_factory(tmp_path):
-    made = []
-
-    def make(**config):
-        paths = Paths.for_home(tmp_path)
-        cfg = Config(poll_interval_s=0.05, checkpoint_s=0.05, **config)
-        service = build_service(paths, cfg, backend=simulated_backend(paths, None))
-        made.append(service)
-        return service
-
-    def stop(service):
-        made.remove(service)
-        service.shutdown()
-
-    make.stop = stop
-    yield make
-    for s in made:
-        s.shutdown()
-
-
-def poll(service, n=8):
-    for _ in range(n):
-        service.poll_once()
-    service.checkpoint()
 
 
 def test_without_a_switch_the_simulated_device_is_recorded(service_factory):
