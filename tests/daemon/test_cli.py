@@ -151,8 +151,9 @@ def test_status_json(run):
     assert code == 0 and json.loads(out)["name"] == "Collecting"
 
 
-def test_invalid_status_is_a_usage_error(run, controller):
-    code, _, err = run("status", "bogus")
+@pytest.mark.parametrize("bad", ["bogus", "-2", "+2", "2.0", "collecting and uploading"])
+def test_invalid_status_is_a_usage_error(run, controller, bad):
+    code, _, err = run("status", "--", bad)
     assert code == 2 and "allowed: Disabled (0)" in err
     assert controller.calls == []
 

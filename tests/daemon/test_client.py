@@ -114,7 +114,9 @@ def test_client_methods(server):
     assert json.loads(c.report())["sessions"][0]["device"] == "Time Tagger 20"
 
 
-@pytest.mark.parametrize("bad", [99, -1, "bogus", True, None, 1.5, 3])
+@pytest.mark.parametrize(
+    "bad", [99, -1, "bogus", True, None, 1.5, 3, "-2", "collecting_and-uploading"]
+)
 def test_invalid_status_raises_before_any_socket_io(monkeypatch, home, bad):
     def no_connect(self):
         raise AssertionError("connected although the status was invalid")

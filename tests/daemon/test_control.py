@@ -161,7 +161,9 @@ def test_each_op_round_trips(server, controller):
     )
 
 
-@pytest.mark.parametrize("bad", [99, -1, "bogus", True, None, 1.5, [1]])
+@pytest.mark.parametrize(
+    "bad", [99, -1, "bogus", True, None, 1.5, [1], "-2", "+2", "2.0", "collecting and uploading"]
+)
 def test_invalid_status_is_a_value_error_listing_allowed_values(server, controller, bad):
     reply = request(server.socket_path, {"op": "set_status", "status": bad, "persistent": True})
     kind, message = error_of(reply)
