@@ -96,6 +96,81 @@ def test_unknown_serial_shaped_tokens_are_scrubbed():
     assert m.scrub_text("device 1809000LGG failed") == "device [serial] failed"
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ref-2066wiiu2v", "ref-[serial]"),  # regression: lower case survived
+        ("x2066WIIU2Vy", "x[serial]y"),  # regression: glued between letters survived
+        ("id=2066wIiU2v;", "id=[serial];"),
+        ("ts 2018111322", "ts [serial]"),  # ten digits: a number that long may identify
+    ],
+)
+def test_serial_shaped_tokens_in_any_case_and_glued_are_scrubbed(text, expected):
+    m = Masker(SECRET, hostnames=[], usernames=[])
+    assert m.scrub_text(text) == expected
+
+
+def test_learn_says_whether_the_serial_was_new():
+    m = Masker(SECRET, hostnames=[], usernames=[])
+    assert m.learn("2066WIIU2V") is True
+    assert m.learn(" 2066wiiu2v ") is False  # the same serial, another spelling
+    assert m.learn("12345") is False  # too short to learn
+
+
+# -- serials known from an earlier start -------------------------------------
+
+
+def restarted(*serials: str) -> Masker:
+    """A Masker of a later start that knows ``serials`` only by their digests."""
+    first = Masker(SECRET, hostnames=[], usernames=[])
+    entries = [first.serial_entry(s) for s in serials]
+    return Masker(SECRET, hostnames=[], usernames=[], known_serials=entries)
+
+
+def test_serial_entry_is_length_and_device_id():
+    m = Masker(SECRET, hostnames=[], usernames=[])
+    assert m.serial_entry(" 2066wiiu2v ") == (10, m.device_id("2066WIIU2V"))
+    assert SERIAL not in repr(m.serial_entry(SERIAL))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["device QWERTY1234 failed", "ref-qwerty1234", "xQwErTy1234y", "QWERTY1234QWERTY1234"],
+)
+def test_known_serial_is_masked_after_a_restart_in_any_case_and_glued(text):
+    # Not serial-shaped, so only the digest can find it.
+    m = restarted("QWERTY1234")
+    out = m.scrub_text(text)
+    assert "qwerty1234" not in out.lower()
+    assert m.masked_serial("QWERTY1234") in out
+
+
+def test_known_serial_gets_its_masked_form_not_the_generic_one():
+    m = restarted(SERIAL)
+    assert m.scrub_text(f"TimeTagger {SERIAL} gone") == f"TimeTagger {m.masked_serial(SERIAL)} gone"
+    assert m.scrub_serials(f"log {SERIAL.lower()}") == f"log {m.masked_serial(SERIAL)}"
+
+
+def test_the_longest_known_serial_wins_at_one_place():
+    m = restarted("ABCDEF1234", "ABCDEF1234XY")
+    assert m.scrub_text("ABCDEF1234XY") == m.masked_serial("ABCDEF1234XY")
+    assert m.scrub_text("ABCDEF1234 ") == m.masked_serial("ABCDEF1234") + " "
+
+
+def test_known_serials_need_a_device_id_and_a_useful_length():
+    with pytest.raises(ValueError, match="16 hex digits") as err:
+        Masker(SECRET, hostnames=[], usernames=[], known_serials=[(10, SERIAL)])
+    assert SERIAL not in str(err.value)  # a serial passed by mistake is not shown
+    m = Masker(SECRET, hostnames=[], usernames=[], known_serials=[(3, "0" * 16)])
+    assert m.scrub_text("abc") == "abc"  # too short to search for, like learn()
+
+
+def test_known_serials_of_another_install_mean_nothing():
+    first = Masker(bytes(32), hostnames=[], usernames=[])
+    m = Masker(SECRET, hostnames=[], usernames=[], known_serials=[first.serial_entry("QWERTY1234")])
+    assert m.scrub_text("QWERTY1234") == "QWERTY1234"
+
+
 # -- other identifying text --------------------------------------------------
 
 
@@ -113,10 +188,55 @@ def test_unknown_serial_shaped_tokens_are_scrubbed():
         ("on LabPC today", "on [host] today"),
         ("on labpc.physics.example.org.", "on [host]."),
         ("started by Alice", "started by [user]"),
+        # URLs
+        ("see https://lab.example.org/x?y=1, then", "see [url], then"),
+        ("(http://[fe80::1]:8080/status)", "([url])"),
+        ("docs at www.example.com/a.", "docs at [url]."),
+        # paths of every kind
+        ("in ~bob/data now", "in [path] now"),
+        ("file=data/run7.ttbin;", "file=[path];"),
+        (r"wrote dumps\x.ttbin", "wrote [path]"),
+        ("run ./x and ../x/y", "run [path] and [path]"),
+        ("under raw/2024/may.", "under [path]."),
+        ("at C:/Users/lab/x.ttbin", "at [path]"),
+        # file names
+        ("Saved data.csv, notes.TXT and scan 3.h5", "Saved [file], [file] and scan [file]"),
+        ("loaded 2047000KBT_run7.ttbin.", "loaded [file]."),
+        # host names of any machine
+        ("from NODE7.LAB.EXAMPLE.ORG and lab.example.org", "from [host] and [host]"),
+        # addresses
+        ("at ::ffff:10.0.0.1 now", "at [ip] now"),
+        ("connect to fe80::1: refused", "connect to [ip]: refused"),
+        ("at fe80::1%eth0. Next", "at [ip]. Next"),
+        ("2001:db8:0:0:0:0:0:1:8080 up", "[ip]:8080 up"),
+        ("hwaddr:00-1a-2b-3c-4d-5e: up", "hwaddr:[mac]: up"),
+        ("mail <bob+tt@uni.example.edu>.", "mail <[email]>."),
     ],
 )
 def test_identifying_text_is_scrubbed(masker, text, expected):
     assert masker.scrub_text(text) == expected
+
+
+# -- regressions from outside testing ----------------------------------------
+
+
+def test_regression_foreign_host_and_file_name_are_masked(masker):
+    # Only this machine's own host name was masked.
+    out = masker.scrub_text("Saved to run_42.ttbin on labpc-17.physik.example.edu")
+    assert out == "Saved to [file] on [host]"
+
+
+def test_regression_learned_serial_no_longer_cuts_a_path():
+    # The learned serial was masked first, and its placeholder ended the path.
+    m = Masker(SECRET, hostnames=[], usernames=[])
+    m.learn("2047000KBT")
+    assert m.scrub_text("C:/Users/lab/Documents/dumps/2047000KBT_run7.ttbin") == "[path]"
+    assert m.scrub_text("saved 2047000KBT_run7.ttbin") == "saved [file]"
+
+
+def test_placeholders_are_never_scrubbed_again(masker):
+    text = "[url] [file] [id:0123abcd] [serial:0123abcd] [path] [host] [ip]:80"
+    assert masker.scrub_text(text) == text
 
 
 @pytest.mark.parametrize(
@@ -133,6 +253,13 @@ def test_identifying_text_is_scrubbed(masker, text, expected):
         "power supply: fan controller, tachometer 1200 RPM",
         "USB PHY link errors: 0",
         "trigger level -0.5 V, deadtime 2000 ps",
+        "rate 1.5e9 B/s",
+        "e.g. channel 3",
+        "software 2.22.6",
+        "calibration date 2017-05-17T10:24:00Z",
+        "the data rate exceeds the USB transfer rate, tags were lost (overflow).",
+        "i.e. done.Next, see TCP/IP and input/output, version v2.22.6 or 3.x",
+        "calibrated on 2024/05/17, U.S.A. time",
     ],
 )
 def test_ordinary_device_text_survives(masker, text):
@@ -157,12 +284,28 @@ def test_discovery_finds_the_current_user_and_host(monkeypatch):
     assert m.scrub_text("optics-bench says hi") == "[host] says hi"
 
 
-@pytest.mark.parametrize(
-    "text",
-    ["." * 100_000, "1" * 100_000, "a." * 50_000 + "@", ":" * 100_000, "C:\\" + "a b\\" * 30_000],
-)
-def test_scrubbing_long_text_takes_linear_time(masker, text):
-    # A device document may be up to 1 MB; quadratic patterns took minutes on these.
+LONG_TEXTS = [
+    "." * 100_000,
+    "1" * 100_000,
+    "a." * 50_000 + "@",
+    ":" * 100_000,
+    "C:\\" + "a b\\" * 30_000,
+    "a" * 100_000 + " /x",  # a long run, then a change: a second pass over the run
+    "ab:" * 33_000,  # a chain of MAC groups: each pass must not peel six off its end
+    "00-" * 33_000,
+    "a/" * 50_000,
+    "a-" * 50_000 + "@",
+    "http:/" * 20_000,
+]
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["learned", "known"])
+@pytest.mark.parametrize("text", LONG_TEXTS, ids=range(len(LONG_TEXTS)))
+def test_scrubbing_long_text_takes_linear_time(masker, text, known):
+    # A device document may be up to 1 MB; quadratic patterns took minutes on
+    # these. Known serials are searched window by window in every long run.
+    if known:
+        masker = restarted(SERIAL, "QWERTY1234")
     t0 = time.monotonic()
     masker.scrub_text(text)
     assert time.monotonic() - t0 < 2.0
@@ -261,7 +404,7 @@ def test_scrub_is_idempotent(text):
 
 
 def test_serial_pattern_matches_the_reference_serials():
-    for serial in ("1740000JEH", "1809000LGG", "23010013TP"):
+    for serial in ("1740000JEH", "1809000LGG", "23010013TP", "2066WIIU2V", "2066wiiu2v"):
         assert SERIAL_PATTERN.fullmatch(serial)
     assert not SERIAL_PATTERN.search("2018-11-13 22:57:32 1.30")
 
@@ -367,3 +510,13 @@ def test_log_filter_scrubs_the_bytes_written(tmp_path, masker):
     assert masker.masked_serial(SERIAL).encode() in data
     assert b"RuntimeError" in data  # the traceback is kept, scrubbed
     assert b"plain 5%" in data
+
+
+def test_uuids_are_not_cut_by_the_serial_shape_but_learned_serials_in_them_are(masker):
+    report_id = "41c76dcd-4947-4c4c-9c7e-ac2f1234b9f6"  # holds "1234b9f6..": not a serial
+    assert masker.scrub_serials(f"queued report {report_id}") == f"queued report {report_id}"
+    assert masker.scrub_text(f"id {report_id} ok") == f"id {report_id} ok"
+    assert masker.scrub_text("x-41c76dcd-4947-4c4c-9c7e-1234567890ab") != (
+        "x-41c76dcd-4947-4c4c-9c7e-1234567890ab"
+    )  # glued to other text it is no UUID of ours
+    assert "1740000JEH" not in masker.scrub_text("1740000jeh-4947-4c4c-9c7e-ac2f1234b9f6")
