@@ -32,6 +32,7 @@ from pathlib import Path
 
 import requests
 
+from tagstat import calibration
 from tagstat.clock import Clock
 from tagstat.config import Config
 from tagstat.drivers.sim import documents
@@ -50,9 +51,10 @@ DEVICES = [("1740000JEH", "Time Tagger Ultra", "super", 120e6),
            ("1740000JEK", "Time Tagger Ultra", "super", 60e6),
            ("1809000LGG", "Time Tagger 20", "high", 8e6),
            ("2023000TMV", "Time Tagger X", "super", 400e6)]  # fmt: skip
-OS = "Linux 6.1.0-18-amd64 (Debian GNU/Linux 12 (bookworm))"
-HOST = HostInfo("AMD Ryzen 9 7950X 16-Core Processor", tuple(f"flag{i}" for i in range(120)),
-                32, 16, 64 * 2**30, OS, "3.11.2", "0.1.0")  # fmt: skip
+HOST = HostInfo("AuthenticAMD", "AMD Ryzen 9 7950X 16-Core Processor", 25, 97, 32,
+                ("sse", "sse2", "sse3", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "avx512",
+                 "fma", "bmi1", "bmi2", "popcnt", "aes"), 64, "Linux", "debian", "12", "3.11.2",
+                "0.1.0")  # fmt: skip
 
 
 def day_report(store: Store) -> bytes:
@@ -60,10 +62,11 @@ def day_report(store: Store) -> bytes:
     for serial, model, speed, rate in DEVICES:
         masker.learn(serial)
         device_id = masker.device_id(serial)
+        table = masker.scrub(documents.calibration(model, serial))
         store.upsert_device(DeviceRecord(
-            device_id, model, masker.masked_serial(serial), speed, "2.03",
-            masker.scrub(documents.calibration(model, serial)),
+            device_id, model, masker.masked_serial(serial), speed, "2.03", table,
             masker.scrub(documents.configuration(model, serial, "2.03")), T0, T0 + dt.timedelta(1),
+            calibration.summarize(table, 7), 2, 2,
         ))  # fmt: skip
         for minute in range(0, 24 * 60):  # sensors every minute, into hourly buckets
             t = minute * 60.0
@@ -83,7 +86,7 @@ def day_report(store: Store) -> bytes:
                                   "USB link re-established at super speed"]):  # fmt: skip
             at = T0 + dt.timedelta(hours=2 + 5 * i)
             store.record_message(device_id, "warning", masker.scrub_text(text), at, 2, 3 + i)
-    store.record_message("daemon", "warning", "usb scan failed: timeout", T0, 2)
+    store.record_daemon_counts(T0 + dt.timedelta(hours=1), 2, {"scan_errors": 1, "log_warnings": 1})
     report = build_report(
         store, user_id=str(uuid.uuid4()), status=UsageStatisticsStatus.CollectingAndUploading,
         host=HOST.to_report(), now=T0 + dt.timedelta(days=1), since=T0, min_status=2,

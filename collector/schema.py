@@ -6,8 +6,13 @@
 (``sessions[2].data_rate.avg must be a number, got string``). Every field the
 schema documents is checked for its type; fields it does not know are
 tolerated, so a newer daemon of the same major schema version is still
-accepted. Device-defined subtrees (calibration, configuration, sensors) are
-only checked to be objects. Values are never echoed in a reason.
+accepted. Schema versions 1 and 2 are read: a daemon uploads the fields of the
+version the user agreed to, so a version-1 report from a newer daemon lacks
+the version-1 fields that version 2 dropped (``host.cpu.flags``,
+``host.ram_bytes``, ``host.os`` as text, ``messages[].source``); the host
+block's fields are therefore checked when present. Device-defined subtrees
+(calibration, configuration, sensors) are only checked to be objects. Values
+are never echoed in a reason.
 """
 
 import dataclasses
@@ -18,7 +23,9 @@ import uuid
 
 from tagstat.collector.errors import Rejected
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
+DAEMON_COUNTERS = ("read_errors", "scan_errors", "log_warnings", "log_errors")
 KINDS = ("usage", "deletion")
 STATUSES = ("Disabled", "Collecting", "CollectingAndUploading")
 MAX_ID_CHARS = 128  # device_id and session_id; real ones are 16 hex digits and a UUID
@@ -61,8 +68,8 @@ def parse_report(value) -> UsageReport | DeletionRequest:
     """The checked report; raises Rejected(400) naming the first problem found."""
     top = _Obj(value, "")
     version = top.integer("schema_version")
-    if version != SCHEMA_VERSION:
-        raise Rejected(400, f"unsupported schema_version (this collector reads {SCHEMA_VERSION})")
+    if version not in SCHEMA_VERSIONS:
+        raise Rejected(400, "unsupported schema_version (this collector reads 1 and 2)")
     kind = top.text("kind")
     if kind not in KINDS:
         raise Rejected(400, "kind must be 'usage' or 'deletion'")
@@ -76,6 +83,10 @@ def parse_report(value) -> UsageReport | DeletionRequest:
     sessions = tuple(_session(s) for s in top.objs("sessions"))
     for m in top.objs("messages"):
         _check_message(m)
+    counters = top.obj("daemon", nullable=True) if "daemon" in top.value else None
+    for name in DAEMON_COUNTERS if counters is not None else ():
+        if name in counters.value:
+            counters.integer(name, minimum=0)
     return UsageReport(report_id, user_id, generated_at, models, sessions)
 
 
@@ -104,15 +115,38 @@ def _check_usage_header(top: "_Obj") -> None:
 
 
 def _check_host(host: "_Obj") -> None:
-    cpu = host.obj("cpu")
-    cpu.text("brand")
-    for i, flag in enumerate(cpu.array("flags")):
-        if not isinstance(flag, str):
-            raise Rejected(400, f"host.cpu.flags[{i}] must be a string, got {_json_name(flag)}")
-    cpu.integer("cores", minimum=0)
-    cpu.integer("cores_physical", minimum=0, nullable=True)
-    host.integer("ram_bytes", minimum=0)
-    host.text("os")
+    """Each field the report schema has (version 1 or 2), checked when present."""
+    cpu = host.obj("cpu") if "cpu" in host.value else None
+    if cpu is not None:
+        for key in ("vendor", "brand"):
+            _if_present(cpu, key, cpu.text)
+        for key in ("family", "model"):
+            _if_present(cpu, key, lambda k: cpu.integer(k, minimum=0, nullable=True))
+        for key in ("cores", "logical_processors"):
+            _if_present(cpu, key, lambda k: cpu.integer(k, minimum=0))
+        _if_present(cpu, "cores_physical", lambda k: cpu.integer(k, minimum=0, nullable=True))
+        if "isa_features" in cpu.value:
+            features = cpu.obj("isa_features")
+            for name in features.value:
+                features.boolean(name)
+        if "flags" in cpu.value:
+            for i, flag in enumerate(cpu.array("flags")):
+                if not isinstance(flag, str):
+                    raise Rejected(400, f"host.cpu.flags[{i}] must be a string, got "
+                                   f"{_json_name(flag)}")  # fmt: skip
+    for key in ("ram_gib", "ram_bytes"):
+        _if_present(host, key, lambda k: host.integer(k, minimum=0))
+    if isinstance(host.value.get("os"), dict):
+        os_ = host.obj("os")
+        for key in ("family", "distribution", "version"):
+            _if_present(os_, key, lambda k: os_.text(k, nullable=True))
+    else:
+        _if_present(host, "os", host.text)
+
+
+def _if_present(obj: "_Obj", key: str, check) -> None:
+    if key in obj.value:
+        check(key)
 
 
 def _device_model(d: "_Obj") -> str:
@@ -150,8 +184,9 @@ def _session(s: "_Obj") -> Session:
 
 
 def _check_message(m: "_Obj") -> None:
-    for key in ("source", "level", "text"):
+    for key in ("level", "text"):
         m.text(key)
+    _if_present(m, "source", m.text)  # schema 1 only
     m.text("device_id", nullable=True)
     m.integer("count", minimum=0)
     m.time("first_seen")

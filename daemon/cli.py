@@ -89,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         "devices",
         help="list the Time Taggers seen",
         description="List the Time Taggers seen (serial numbers masked).",
+        epilog="--calibration also prints each device's calibration table as read from it "
+        "(masked). It stays on this computer: reports carry only a summary (docs/DATA.md).",
+    )
+    p.add_argument(
+        "--calibration", action="store_true", help="also show each device's calibration table"
     )
     _add_json(p)
     p.set_defaults(run=cmd_devices)
@@ -204,7 +209,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> None:
     if args.status is None:
         result = client.status()
     else:
-        result = client.set_status(args.status, persistent=not args.temporary)
+        result = client.set_status(args.status, persistent=not args.temporary, origin="cli")
     here = client_switch()  # TAGSTAT_DISABLE or DO_NOT_TRACK in this program's environment
     if args.json:
         _print_json({**result, "client_forced_by": here.to_dict() if here else None})
@@ -349,7 +354,7 @@ def _upload_row(r: dict) -> list[str]:
 
 
 def cmd_devices(client: Client, args: argparse.Namespace) -> None:
-    devices = client.devices()
+    devices = client.devices(calibration=args.calibration)
     if args.json:
         _print_json(devices)
     elif not devices:
@@ -357,6 +362,9 @@ def cmd_devices(client: Client, args: argparse.Namespace) -> None:
     else:
         header = ["DEVICE", "MODEL", "SERIAL", "LINK", "FIRMWARE", "ATTACHED"]
         print(format_table(header, [_device_row(d) for d in devices]))
+        for d in devices if args.calibration else ():
+            print(f"\ncalibration of {_short_id(d.get('device_id'))} (kept on this computer):")
+            print(json.dumps(d.get("calibration") or {}, indent=2, ensure_ascii=False))
 
 
 def cmd_sessions(client: Client, args: argparse.Namespace) -> None:

@@ -56,14 +56,17 @@ class Client:
     def status(self) -> dict:
         return self._expect(self.call("get_status"), dict, "status")
 
-    def set_status(self, status, persistent: bool = True) -> dict:
+    def set_status(self, status, persistent: bool = True, origin: str = "api") -> dict:
+        """``origin``: "cli" from `tagstat status`, "api" from a program (the consent record
+        says which)."""
         status = UsageStatisticsStatus.parse(status)
         if not isinstance(persistent, bool):
             raise TypeError(f"persistent must be True or False, not {persistent!r}")
         switch = killswitch.client_switch()  # TAGSTAT_DISABLE or DO_NOT_TRACK here
         if switch is not None and status != UsageStatisticsStatus.Disabled:
             raise killswitch.refusal(switch, status.name)
-        result = self.call("set_status", status=int(status), persistent=persistent)
+        args = {"origin": origin} if origin != "api" else {}  # older daemons know no origin
+        result = self.call("set_status", status=int(status), persistent=persistent, **args)
         return self._expect(result, dict, "status")
 
     def set_consent(self, version: int, upload: bool, *, new_fields=False, dry_run=False) -> dict:
@@ -81,8 +84,10 @@ class Client:
     def report(self) -> str:
         return self._expect(self.call("get_report"), str, "report")
 
-    def devices(self) -> list[dict]:
-        return self._expect_rows(self.call("devices"), "device list")
+    def devices(self, calibration: bool = False) -> list[dict]:
+        """The devices seen; with ``calibration`` each one's raw (masked) calibration table."""
+        args = {"calibration": True} if calibration else {}
+        return self._expect_rows(self.call("devices", **args), "device list")
 
     def sessions(self) -> list[dict]:
         return self._expect_rows(self.call("sessions"), "session list")

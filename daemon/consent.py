@@ -2,11 +2,14 @@
 
 The record lives in the store's settings (``consent``): the schema version
 whose fields the user agreed to upload (``agreed_version``, None for "no"),
-the newest schema version the user was asked about and answered
-(``asked_version``), the last answer and its time. It is written by the
-prompts (``tagstat setup`` and the first interactive run, through the
-``set_consent`` op) and by status changes: switching to
-``CollectingAndUploading`` agrees to the current schema, leaving it withdraws.
+the newest schema version the last decision covered (``asked_version``), the
+last answer, its time, and who gave it (``by``: ``prompt`` for ``tagstat
+setup`` and the first interactive run, through the ``set_consent`` op;
+``cli`` for ``tagstat status``; ``api`` for a program's
+``setUsageStatisticsStatus``; ``policy`` for a site's ``max_status``). Status
+changes count: switching to ``CollectingAndUploading`` agrees to the current
+schema, leaving it withdraws. ``tagstat status``, ``explain`` and ``setup``
+all word the record with ``tagstat.explain.consent_sentence``.
 
 Rules: a question is never asked twice for the same schema version, whatever
 the answer; after a "no" it is not asked again at all (nothing is uploaded,
@@ -24,6 +27,8 @@ from tagstat.fields import Schema
 from tagstat.status import UsageStatisticsStatus
 
 CONSENT_KEY = "consent"
+# Who recorded a decision: the prompt, `tagstat status`, a program's API call, a site policy.
+BY = ("prompt", "cli", "api", "policy")
 LEGACY_VERSION = 1  # what an install uploading without a consent record agreed to
 UPLOADING = UsageStatisticsStatus.CollectingAndUploading
 
@@ -34,6 +39,7 @@ class Consent:
     asked_version: int | None = None
     upload: bool = False
     at: str | None = None
+    by: str | None = None  # one of BY; None in records written before it was kept
 
     @classmethod
     def from_setting(cls, raw) -> "Consent":
@@ -43,7 +49,8 @@ class Consent:
             k: raw.get(k) if isinstance(raw.get(k), int) else None
             for k in ("agreed_version", "asked_version")
         }
-        return cls(**ints, upload=raw.get("upload") is True, at=raw.get("at"))
+        by = raw.get("by") if raw.get("by") in BY else None
+        return cls(**ints, upload=raw.get("upload") is True, at=raw.get("at"), by=by)
 
 
 class ConsentKeeper:
@@ -76,23 +83,29 @@ class ConsentKeeper:
             return "new_fields" if agreed < version else None
         return "first_run" if consent.asked_version is None else None
 
-    def record(self, *, agreed: int | None, asked: int) -> Consent:
+    def record(self, *, agreed: int | None, asked: int, by: str, at=None) -> Consent:
+        if by not in BY:
+            raise ValueError(f"unknown consent source {by!r}; known: {', '.join(BY)}")
         old = self.get()
         consent = Consent(
             agreed_version=agreed,
             asked_version=max(asked, old.asked_version or 0),
             upload=agreed is not None,
-            at=iso(self._clock.utc_now()),
+            at=iso(at or self._clock.utc_now()),
+            by=by,
         )
         self._store.set_setting(CONSENT_KEY, dataclasses.asdict(consent))
         return consent
 
-    def status_changed(self, old: UsageStatisticsStatus, new: UsageStatisticsStatus) -> None:
+    def status_changed(
+        self, old: UsageStatisticsStatus, new: UsageStatisticsStatus, *, by: str, at=None
+    ) -> None:
         """Switching to uploading agrees to the current schema; leaving it withdraws."""
+        version = self.schema.version
         if new == UPLOADING and old != UPLOADING:
-            self.record(agreed=self.schema.version, asked=self.schema.version)
+            self.record(agreed=version, asked=version, by=by, at=at)
         elif old == UPLOADING and new != UPLOADING:
-            self.record(agreed=None, asked=self.schema.version)
+            self.record(agreed=None, asked=version, by=by, at=at)
 
     def describe(self, status: UsageStatisticsStatus) -> dict:
         """For ``get_status``: the record, what to ask, and the fields that need consent."""
@@ -102,6 +115,7 @@ class ConsentKeeper:
             "agreed_version": agreed,
             "asked_version": consent.asked_version,
             "answered_at": consent.at,
+            "answered_by": consent.by,
             "needs": self.needs(status),
             # newer than the agreed version: uploads leave these out
             "left_out": self.schema.new_fields(agreed) if agreed is not None else [],

@@ -1,113 +1,103 @@
-"""An example usage report, shown before anyone is asked to agree to uploads.
+"""The example report shown before anyone is asked to agree to uploads: the real thing.
 
-Built by the real report builder (``tagstat.report.build_report``) from a
-small synthetic lab day: one Time Tagger Ultra whose serial goes through the
-real ``Masker``, one usage session, two sensor readings, a device warning and
-one measurement, in a throw-away SQLite store. So it has exactly the shape of
-what would be uploaded, and its values are plausible but invented: nothing
-about this computer is in it. ``Schema.filter`` trims it to the fields of the
-schema version being asked about.
+It is made the way an upload is made, by the real service (``build_service``:
+poller, masking, recorder, store, outbox, consent) over a simulated Time
+Tagger Ultra, in a throw-away home, with a hand-driven clock: the status is
+switched to ``CollectingAndUploading``, the device is polled for a few
+simulated minutes at the default intervals (a measurement runs, the
+instrument warns once, the session ends when it goes idle), an application
+reports a measurement, and the report the outbox would store for upload is
+returned. So it has the keys, depth and sizes of what would be sent, for one
+device and a short period. Only the host block is invented (by the real
+``HostInfo``), so nothing about this computer is in it. ``Schema.filter``
+trims it to the fields of the schema version being asked about.
 """
 
+import dataclasses
 import datetime as dt
 import tempfile
-import uuid
 from pathlib import Path
 
+import tagstat
+from tagstat.clock import Clock
+from tagstat.config import Config
 from tagstat.fields import Schema
-from tagstat.masking import Masker
-from tagstat.measurement_data import MeasurementEvent
-from tagstat.records import DeviceRecord, SessionRecord
-from tagstat.report import build_report
+from tagstat.hostinfo import ISA_FEATURES, HostInfo, HostInfoCache
+from tagstat.paths import Paths
 from tagstat.status import UsageStatisticsStatus
-from tagstat.store import Store
 
-SERIAL = "1910000ABC"  # shaped like a real one, so the masking is seen at work
 START = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
-HOST = {
-    "cpu": {
-        "brand": "Intel(R) Core(TM) i7-12700",
-        "flags": ["avx2", "sse4_2"],
-        "cores": 20,
-        "cores_physical": 12,
-    },
-    "ram_bytes": 34359738368,
-    "os": "Linux 6.1.0-18-amd64 (Debian GNU/Linux 12 (bookworm))",
+RUN_S = 11 * 60  # one measurement, then idle long enough for the session to end
+SERIAL = "1910000ABC"  # shaped like a real one, so the masking is seen at work
+DEVICE = {
+    "serial": SERIAL,
+    "model": "Time Tagger Ultra",
+    "usb_speed": "super",
+    "rate": [[0, 0], [20, 180e6], [140, 40e6], [300, 0]],
+    "messages": [[60, "warning", "TimeTagger '{serial}': data overflow on channel 3"]],
 }
-_UPLOADED = int(UsageStatisticsStatus.CollectingAndUploading)
+HOST = HostInfo(
+    cpu_vendor="GenuineIntel",
+    cpu_brand="Intel(R) Core(TM) i7-12700",
+    cpu_family=6,
+    cpu_model=151,
+    cpu_logical_processors=20,
+    isa_features=tuple(name for name, _, _ in ISA_FEATURES if name not in ("avx512", "neon")),
+    ram_gib=32,
+    os_family="Linux",
+    os_distribution="debian",
+    os_version="12",
+    python="3.11.2",
+    tagstat=tagstat.__version__,
+)
+MEASUREMENT = {
+    "type": "Correlation",
+    "start": "2026-03-02T09:00:30.000Z",
+    "end": "2026-03-02T09:02:00.000Z",
+    "duration_s": 90.0,
+    "error": None,
+    "config": {"binwidth": 1000, "n_bins": 5000, "channel_count": 2},
+    "indicators": {"events_processed": 9.1e8, "cpu_time_s": 41.0},
+}
+
+
+class _HandClock(Clock):
+    def __init__(self):
+        self.t = START.timestamp()
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def utc_now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.t, dt.UTC)
 
 
 def example_report(schema: Schema, version: int | None = None) -> dict:
     """The example as it would be uploaded with consent to ``version`` (default: all)."""
-    with tempfile.TemporaryDirectory(prefix="tagstat-example-") as tmp:
-        store = Store.open(Path(tmp) / "example.db")
+    from tagstat.drivers.sim.model import Simulation
+    from tagstat.drivers.sim.pyusb_backend import SimBackend
+    from tagstat.drivers.sim.scenario import parse_scenario
+    from tagstat.service import build_service
+
+    clock = _HandClock()
+    config = dataclasses.replace(Config(), upload_interval_s=RUN_S + 60.0)
+    with tempfile.TemporaryDirectory(prefix="tagstat-example-") as home:
+        sim = Simulation(parse_scenario({"device": [DEVICE]}, "example"), None, lambda: clock.t)
+        hostinfo = HostInfoCache(Path(home) / "hostinfo.json", collect=lambda: HOST)
+        service = build_service(
+            Paths.for_home(home), config, clock=clock, backend=SimBackend(sim), environ={},
+            hostinfo=hostinfo,
+        )  # fmt: skip
         try:
-            _seed(store, Masker(b"example-secret-0123456789", hostnames=(), usernames=()))
-            report = build_report(
-                store,
-                user_id=str(uuid.uuid4()),
-                status=UsageStatisticsStatus.CollectingAndUploading,
-                host=HOST,
-                now=START + dt.timedelta(hours=8),
-                since=START,
-                min_status=_UPLOADED,
-            )
+            hostinfo.get(timeout_s=5.0)
+            service.set_status(UsageStatisticsStatus.CollectingAndUploading, persistent=True)
+            for _ in range(int(RUN_S / config.poll_interval_s)):
+                clock.t += config.poll_interval_s
+                service.poll_once()
+                if clock.t - START.timestamp() == 150:
+                    service.record_measurements([MEASUREMENT])
+            service.checkpoint()
+            report = service.outbox.usage_report(service.outbox.period_start(), clock.utc_now())
         finally:
-            store.close()
+            service.shutdown()
     return schema.filter(report, version or schema.version)
-
-
-def _seed(store: Store, masker: Masker) -> None:
-    device_id = masker.device_id(SERIAL)
-    at = START + dt.timedelta(minutes=5)
-    config = masker.scrub({"serial": SERIAL, "resolution": "Standard", "channels": 18})
-    store.upsert_device(
-        DeviceRecord(
-            device_id,
-            "Time Tagger Ultra",
-            masker.masked_serial(SERIAL),
-            "super",
-            "1.30",
-            {"calibration_date": "2025-11-04"},
-            config,
-            START,
-            at + dt.timedelta(hours=2),
-        )
-    )
-    store.save_session(
-        SessionRecord(
-            str(uuid.uuid4()),
-            device_id,
-            _UPLOADED,
-            at,
-            at + dt.timedelta(minutes=42),
-            2520.0,
-            126_000_000_000,
-            15_750_000_000,
-            12_500_000.0,
-            61_000_000.0,
-            "super",
-            {"fpga": {"temp": 48.5}},
-            False,
-            "idle",
-            "-",
-            0,
-            0,
-            0,
-            at,
-        )
-    )
-    store.record_sensors(device_id, at, _UPLOADED, {"fpga/temp": 48.5})
-    store.record_sensors(device_id, at + dt.timedelta(hours=1), _UPLOADED, {"fpga/temp": 51.0})
-    text = masker.scrub_text(f"TimeTagger {SERIAL}: data overflow on channel 3")
-    store.record_message(device_id, "warning", text, at + dt.timedelta(minutes=7), _UPLOADED)
-    event = MeasurementEvent(
-        "Correlation",
-        at,
-        at + dt.timedelta(seconds=30),
-        30.0,
-        None,
-        {"binwidth": 1000, "n_bins": 5000},
-        {"events_processed": 9.1e8},
-    )
-    store.record_measurements([(event, _UPLOADED)], at + dt.timedelta(seconds=31))

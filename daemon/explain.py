@@ -77,26 +77,55 @@ def _stored_note(facts: dict) -> str:
     return ""
 
 
+# Who recorded the decision (tagstat.consent.BY), in words.
+BY_WORDS = {
+    "prompt": "at the prompt of tagstat setup",
+    "cli": "with `tagstat status`",
+    "api": "by a program through the API (setUsageStatisticsStatus)",
+    "policy": "by the site's max_status",
+}
+
+
+def decided(consent: dict) -> bool:
+    """Whether anything was decided about uploads, by anyone."""
+    return consent.get("asked_version") is not None or consent.get("agreed_version") is not None
+
+
 def consent_sentence(consent: dict) -> str:
-    """One line about the consent record, for ``status`` and ``explain``."""
+    """One line about the consent record, for ``status``, ``explain`` and ``setup`` alike:
+    what was decided, for which report schema, by whom and when."""
     if not consent:
         return "Consent: unknown (tagstatd is older than this tagstat)."
     version, agreed = consent.get("schema_version"), consent.get("agreed_version")
+    who = _who(consent)
     if consent.get("needs") == "new_fields":
         return (
-            f"Consent: uploads are agreed for report schema {agreed}; schema {version} has "
-            "new fields that need consent and are left out until then (tagstat setup):"
+            f"Consent: uploads are agreed for report schema {agreed}{who}; schema {version} "
+            "has new fields that need consent and are left out until then (tagstat setup):"
         )
     if agreed is not None and consent.get("left_out"):
         return (
             f"Consent: uploads are agreed for report schema {agreed}; the newer fields of "
-            f"schema {version} were declined and are left out (tagstat setup asks again)."
+            f"schema {version} were declined{who} and are left out (tagstat setup asks again)."
         )
     if agreed is not None:
-        return f"Consent: uploading agreed for report schema {agreed} (the current one)."
-    if consent.get("asked_version") is None:
-        return "Consent: not asked yet; `tagstat setup` shows what is collected and asks."
-    return f"Consent: uploading declined (asked about report schema {consent['asked_version']})."
+        return f"Consent: uploads agreed for report schema {agreed}{who}."
+    if not decided(consent):
+        return "Consent: not decided yet; `tagstat setup` shows what is collected and asks."
+    return f"Consent: uploads declined for report schema {consent['asked_version']}{who}."
+
+
+def _who(consent: dict) -> str:
+    by, at = consent.get("answered_by"), consent.get("answered_at")
+    if by is None and at is None:
+        return " (uploading was on before tagstat recorded consent)"
+    words = f" {BY_WORDS[by]}" if by in BY_WORDS else ""
+    return f"{words}, {_when(at)}" if at else words
+
+
+def _when(stamp) -> str:
+    text = str(stamp)
+    return f"{text[:10]} {text[11:16]} UTC" if len(text) >= 16 and text[10] == "T" else text
 
 
 def status_lines(state: dict, client_switch: Switch | None) -> list[str]:

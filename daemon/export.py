@@ -54,7 +54,7 @@ class Exports:
     def begin(self) -> dict:
         s = self._service
         with s.lock:
-            s.recorder.checkpoint()  # open sessions' latest totals go into the period report
+            s._save_pending()  # open sessions' latest totals and the daemon's counts go in
             s.outbox.close_period()
             kinds = s.outbox.sendable_kinds()
             entries = [e for e in s.store.outbox_pending() if e.kind in kinds]

@@ -1,7 +1,7 @@
 """The report's fields and the schema version that introduced each: versioned consent.
 
 ``REPORT_FIELDS`` maps every field path of a usage report (as written in the
-"since" column of ``docs/DATA.md``: ``devices[].model``, ``host.cpu.flags``)
+"since" column of ``docs/DATA.md``: ``devices[].model``, ``host.cpu.brand``)
 to the report schema version that introduced it; a test checks the two agree
 in both directions, and that every field the builder makes is listed. A user
 agrees to upload the fields of one schema version (``tagstat.consent``);
@@ -34,10 +34,14 @@ REPORT_FIELDS: dict[str, int] = {
     "period": 1, "period.start": 1, "period.end": 1,
     "user_id": 1, "status": 1,
     "software": 1, "software.tagstat": 1, "software.python": 1,
-    "host": 1, "host.cpu": 1, "host.cpu.brand": 1, "host.cpu.flags": 1, "host.cpu.cores": 1,
-    "host.cpu.cores_physical": 1, "host.ram_bytes": 1, "host.os": 1,
+    "host": 1, "host.cpu": 1, "host.cpu.vendor": 2, "host.cpu.brand": 1, "host.cpu.family": 2,
+    "host.cpu.model": 2, "host.cpu.logical_processors": 2, "host.cpu.isa_features": 2,
+    "host.ram_gib": 2, "host.os": 2, "host.os.family": 2, "host.os.distribution": 2,
+    "host.os.version": 2,
     "devices[]": 1, "devices[].device_id": 1, "devices[].model": 1, "devices[].serial": 1,
-    "devices[].usb_speed": 1, "devices[].firmware": 1, "devices[].calibration": 1,
+    "devices[].usb_speed": 1, "devices[].firmware": 1, "devices[].calibration": 2,
+    "devices[].calibration.status": 2, "devices[].calibration.age_days": 2,
+    "devices[].calibration.channels": 2, "devices[].calibration.quantities": 2,
     "devices[].configuration": 1, "devices[].sensors": 1, "devices[].first_seen": 1,
     "devices[].last_seen": 1,
     "sessions[]": 1, "sessions[].session_id": 1, "sessions[].device_id": 1,
@@ -46,19 +50,22 @@ REPORT_FIELDS: dict[str, int] = {
     "sessions[].data_rate.min": 1, "sessions[].data_rate.avg": 1,
     "sessions[].data_rate.max": 1, "sessions[].usb_speed": 1,
     "sessions[].initial_sensors": 1, "sessions[].open": 1, "sessions[].end_reason": 1,
-    "messages[]": 1, "messages[].source": 1, "messages[].device_id": 1,
+    "messages[]": 1, "messages[].device_id": 1,
     "messages[].level": 1, "messages[].text": 1, "messages[].count": 1,
     "messages[].first_seen": 1, "messages[].last_seen": 1,
     "measurements[]": 1, "measurements[].type": 1, "measurements[].count": 1,
     "measurements[].total_duration_s": 1, "measurements[].errors": 1,
     "measurements[].indicators": 1, "measurements[].config": 1,
+    "daemon": 2, "daemon.read_errors": 2, "daemon.scan_errors": 2, "daemon.log_warnings": 2,
+    "daemon.log_errors": 2,
 }  # fmt: skip
 
-# Subtrees whose keys the device (or the measurement lists) define: one field each,
-# kept or left out whole.
+# Subtrees whose keys the device (or the measurement lists, or tagstat.hostinfo's fixed
+# feature table) define: one field each, kept or left out whole.
 OPAQUE = frozenset(
     {
-        "devices[].calibration",
+        "host.cpu.isa_features",
+        "devices[].calibration.quantities",
         "devices[].configuration",
         "devices[].sensors",
         "sessions[].initial_sensors",

@@ -128,16 +128,24 @@ def _recorded(answer: bool, question: str, after: dict) -> str:
 def first_run_text(state: dict) -> str:
     endpoint = (state.get("upload") or {}).get("endpoint")
     where = endpoint or "the collector an admin names in upload_url (none is set yet)"
+    consent = state.get("consent") or {}
+    now = (
+        explain.consent_sentence(consent) if explain.decided(consent)
+        else "Nothing has been decided about uploading them yet."
+    )  # fmt: skip
     lines = [
         "tagstat keeps usage statistics of the Time Taggers on this computer, locally",
-        "(status Collecting). It can also upload them; it has not asked you yet.",
+        f"(status {state.get('name', '?')}). It can also upload them.",
+        *explain.wrap(now),
         "",
         "What a report holds (docs/DATA.md):",
         *explain.field_lines(list(datadoc.field_rows())),
         "",
         *explain.wrap("Never collected: " + explain.explanation(state)["never_collected"]),
         "",
-        "An example report (invented data, serial masked as it would be):",
+        "An example report: what one upload would hold for one Time Tagger and a few minutes",
+        "(made by tagstat's own code from a simulated instrument; the serial is masked as it",
+        "would be, the host is invented):",
         compact_json(example_report(current_schema(), state["consent"]["schema_version"])),
         "",
         f"If you agree, reports go to {where}, once per upload period, and only data",

@@ -5,16 +5,13 @@ lines go to stderr with a journald priority prefix (``<3>`` error, ``<4>``
 warning, ``<6>`` info, ``<7>`` debug) and no timestamp, since the journal
 stamps each entry itself; otherwise they are readable lines with a time.
 Every handler carries the masking filter, the last line of defence against a
-serial reaching a log. Warnings and errors of tagstat's loggers are also
-queued (bounded) for the store, so that they appear in the report; the poll
-loop drains the queue, so logging never writes to SQLite from another thread.
+serial reaching a log. The daemon's own warnings stay in the log: the report
+only counts them (``tagstat.daemon_counters``).
 """
 
-import collections
 import logging
 import os
 import sys
-import threading
 
 from tagstat.masking import MaskingLogFilter
 
@@ -57,27 +54,7 @@ def early_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
 
 
-class DaemonMessageQueue(logging.Handler):
-    """Keeps WARNING and above for the store; drops the oldest past ``maxlen``."""
-
-    def __init__(self, maxlen: int = 1000):
-        super().__init__(level=logging.WARNING)
-        self._items: collections.deque = collections.deque(maxlen=maxlen)
-        self._lock2 = threading.Lock()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        level = "error" if record.levelno >= logging.ERROR else "warning"
-        with self._lock2:
-            self._items.append((level, record.getMessage(), record.created))
-
-    def drain(self) -> list[tuple[str, str, float]]:
-        with self._lock2:
-            items = list(self._items)
-            self._items.clear()
-        return items
-
-
-def setup_logging(masker, level: str = "INFO", stream=None) -> DaemonMessageQueue:
+def setup_logging(masker, level: str = "INFO", stream=None) -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
@@ -87,7 +64,3 @@ def setup_logging(masker, level: str = "INFO", stream=None) -> DaemonMessageQueu
     handler.addFilter(mask)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    queue = DaemonMessageQueue()
-    queue.addFilter(mask)
-    logging.getLogger("tagstat").addHandler(queue)
-    return queue

@@ -77,9 +77,9 @@ MAX_ABS_NUMBER = 1e18  # beyond any real setting; also keeps integers exact in S
 MAX_DURATION_S = 366 * 86400.0
 
 _ERROR_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,80}")
-# A run of digits and capitals shaped like a serial (the reference pattern is
-# \d{4}[0-9A-Z]{6}), even inside an identifier such as "Err_1740000JEH".
-_SERIAL_SHAPED = re.compile(r"\d{4}[0-9A-Z]{6}")
+# A run shaped like a serial (the reference pattern is \d{4}[0-9A-Z]{6}), in any case and
+# even inside an identifier such as "Err_1740000JEH" or "err1740000jeh".
+_SERIAL_SHAPED = re.compile(r"\d{4}[0-9A-Za-z]{6}")
 
 
 def measurement_type(name) -> str:

@@ -165,11 +165,39 @@ _MEASUREMENTS_RECEIVED = (
     "CREATE INDEX measurements_received ON measurements (received_at)",
 )
 
+# -- 5: the consent boundary for device documents, and the calibration summary (issue 10) --
+# A calibration or configuration read before consent to upload must never be uploaded,
+# so each carries the status it was read under; rows from before are NULL: not uploadable.
+# The report carries a summary of the calibration, never the raw table.
+_DEVICE_DOCUMENTS = (
+    "ALTER TABLE devices ADD COLUMN calibration_summary TEXT NOT NULL DEFAULT '{}'",  # JSON
+    "ALTER TABLE devices ADD COLUMN calibration_status INTEGER",
+    "ALTER TABLE devices ADD COLUMN configuration_status INTEGER",
+)
+
+# -- 6: tagstatd's own problems become counters (issue 10) ----------------------------------
+# Its warnings reached the report's messages[] as if the instrument had said them, with
+# texts such as group names and hex dumps. They go to the journal only; the report counts
+# them. The texts stored so far are deleted.
+_DAEMON_COUNTERS = (
+    "DELETE FROM messages WHERE source = 'daemon'",
+    """CREATE TABLE daemon_counters (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,  -- when the counts were written (they cover the time since the last)
+        status INTEGER NOT NULL,
+        name TEXT NOT NULL,  -- 'read_errors', 'scan_errors', 'log_warnings', 'log_errors'
+        count INTEGER NOT NULL
+    )""",
+    "CREATE INDEX daemon_counters_at ON daemon_counters (at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _INITIAL),
     Migration(2, "upload outbox and audit log", _OUTBOX),
     Migration(3, "measurement events", _MEASUREMENTS),
     Migration(4, "when each measurement event was received", _MEASUREMENTS_RECEIVED),
+    Migration(5, "status of device documents, calibration summary", _DEVICE_DOCUMENTS),
+    Migration(6, "daemon problems as counters, not messages", _DAEMON_COUNTERS),
 )
 
 

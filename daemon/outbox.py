@@ -8,7 +8,8 @@ builds its report with the same builder as ``getUsageStatisticsReport()``
 (status-2 data since the period start only), stores its exact JSON bytes in
 the outbox before anyone tries to send it, and starts the next period; an
 empty period is skipped. Leaving status 2 cancels the waiting reports, queues
-one deletion request for the current ``user_id`` and makes a new one. The
+one deletion request for the current ``user_id`` if a report of it left the
+machine (or may have: delivered, exported or attempted), and makes a new one. The
 caller (the service) holds its lock around these calls, so they are cheap:
 one set of SQLite queries, no I/O beyond the database.
 """
@@ -46,6 +47,9 @@ class Outbox:
         self._host = host  # must not block: it runs on the poll thread
         # Leaves out the fields the user did not agree to upload (tagstat.consent).
         self._shape = shape
+        # Whether an uploader is configured that may be sending a due report right now
+        # (it takes no lock of ours); the service wires it to the uploader.
+        self.sending_configured: Callable[[], bool] = lambda: False
 
     def reconfigure(self, config: Config) -> None:
         self._config = config  # a new interval applies to the period in progress
@@ -128,10 +132,13 @@ class Outbox:
 
     # -- status changes ------------------------------------------------------------------
 
-    def status_changed(self, old: UsageStatisticsStatus, new: UsageStatisticsStatus) -> None:
+    def status_changed(
+        self, old: UsageStatisticsStatus, new: UsageStatisticsStatus, at: dt.datetime | None = None
+    ) -> None:
+        """``at``: the instant of the switch (the service's last reading before it)."""
         if new == UPLOADING and old != UPLOADING:
             # Data from before this moment is never uploaded: the period starts now.
-            self._set_period_start(self._clock.utc_now())
+            self._set_period_start(at or self._clock.utc_now())
         elif old == UPLOADING and new != UPLOADING:
             self.opt_out()
 
@@ -141,17 +148,32 @@ class Outbox:
             self._set_period_start(self._clock.utc_now())
 
     def opt_out(self) -> None:
-        """Cancel waiting reports, ask for deletion of this user's, and make a new user id."""
+        """Cancel waiting reports, ask for deletion of this user's if any left the machine,
+        and make a new user id."""
+        user_id = self._keeper.user_id
+        left = self.reports_left(user_id)  # before cancelling: a due one may be on the wire
         cancelled = self._cancel_usage("consent withdrawn")
-        report_id = self.request_deletion(self._keeper.user_id)
+        report_id = self.request_deletion(user_id) if left else None
         self._keeper.rotate_user_id()
         self._set_period_start(None)
         log.info(
-            "upload consent withdrawn: %d waiting reports cancelled, deletion request %s "
-            "queued, new user id made",
+            "upload consent withdrawn: %d waiting reports cancelled, %s, new user id made",
             cancelled,
-            report_id,
+            f"deletion request {report_id} queued"
+            if report_id
+            else "no deletion request (no report of this user id left the computer)",
         )
+
+    def reports_left(self, user_id: str) -> bool:
+        """Whether a usage report of ``user_id`` reached, or may be reaching, a collector:
+        delivered, exported, attempted (an answer can be lost), or due while an uploader
+        is configured (it may be on the wire now)."""
+        if self._store.outbox_usage_left(user_id):
+            return True
+        if not self.sending_configured():
+            return False
+        due = self._store.outbox_next_due(self._clock.utc_now(), ("usage",))
+        return due is not None and due.user_id == user_id
 
     def request_deletion(self, user_id: str) -> str:
         """Queue a request that the collector delete every report of ``user_id``; its id.

@@ -7,9 +7,11 @@ calibration and messages is scrubbed, before anything leaves this module.
 Nothing behind it (sessions, store, report, logs) ever sees a serial.
 
 Schedules: counters and messages every poll, sensors every
-``sensor_interval_s``, calibration and configuration when a device appears
-and every ``config_interval_s``. One failed reading is logged and counted,
-never fatal.
+``sensor_interval_s``, calibration and configuration when a device appears,
+every ``config_interval_s`` and after a status change (``read_all_documents``:
+a document read before consent to upload is never uploaded). The calibration
+table is summarised here too (``tagstat.calibration``), with a keyed offset
+for its age. One failed reading is logged and counted, never fatal.
 """
 
 import dataclasses
@@ -18,6 +20,7 @@ import hmac
 import logging
 import re
 
+from tagstat import calibration as calibration_summary
 from tagstat.drivers.errors import DeviceError, DeviceGoneError
 from tagstat.drivers.protocol import Counters
 from tagstat.drivers.timetagger import DeviceMessage, TimeTagger
@@ -58,6 +61,7 @@ class Observation:
     configuration: dict | None
     messages: list[tuple[str, str]]  # (level, masked text)
     errors: list[str]  # masked descriptions of failed readings
+    calibration_summary: dict | None = None  # what the report shows of ``calibration``
 
 
 @dataclasses.dataclass
@@ -73,8 +77,12 @@ class _Attached:
 class Poller:
     """Reads every attached Time Tagger and masks what it reads."""
 
-    def __init__(self, discovery, masker: Masker, secret: bytes, config, cursor_store=None):
+    def __init__(
+        self, discovery, masker: Masker, secret: bytes, config, cursor_store=None,
+        on_new_serial=lambda serial: None,
+    ):  # fmt: skip
         self._discovery = discovery
+        self._on_new_serial = on_new_serial  # a serial this process had not seen: remember it
         self._masker = masker
         self._secret = secret
         self._config = config
@@ -109,6 +117,11 @@ class Poller:
         errors = [self._masker.scrub_text(str(e)) for e in scan.errors]
         return observations, gone, errors
 
+    def read_all_documents(self) -> None:
+        """Read sensors, calibration and configuration of every device at the next poll."""
+        for a in self._attached.values():
+            a.next_sensors = a.next_config = float("-inf")
+
     def forget_all(self) -> list[DeviceView]:
         views = [a.view for a in self._attached.values()]
         for a in self._attached.values():
@@ -120,7 +133,8 @@ class Poller:
 
     def _view(self, tt: TimeTagger) -> DeviceView:
         ident = tt.identity
-        self._masker.learn(ident.serial)
+        if self._masker.learn(ident.serial):
+            self._on_new_serial(ident.serial)
         return DeviceView(
             device_id=self._masker.device_id(ident.serial),
             model=self._masker.scrub_text(ident.model),
@@ -166,10 +180,18 @@ class Poller:
         except DeviceGoneError:
             a.tt.close()
             return None
+        summary = None
+        if calibration is not None:
+            summary = calibration_summary.summarize(calibration, self._age_offset(a.view))
         return Observation(
             a.view, counters, boot_tag, sensors, sensors_raw,
-            calibration, configuration, messages, errors,
+            calibration, configuration, messages, errors, summary,
         )  # fmt: skip
+
+    def _age_offset(self, view: DeviceView) -> int:
+        # Keyed, so neither the report's device_id nor another install can undo it.
+        mac = hmac.new(self._secret, b"calibration-age:" + view.device_id.encode(), hashlib.sha256)
+        return int.from_bytes(mac.digest()[:4], "big") % calibration_summary.AGE_STEP_DAYS
 
     def _mask(self, doc):
         if doc is None:

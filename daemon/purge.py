@@ -26,10 +26,9 @@ def purge(service) -> dict:
     """Purge the collected data of ``service`` (a ``tagstat.service.Service``); what it did."""
     with service.lock:
         old_user = service.keeper.user_id
-        left = _reports_left(service, old_user)
+        left = service.outbox.reports_left(old_user) if service.outbox else False
         cancelled = service.outbox.cancel_waiting(WHY) if service.outbox else 0
-        if service.daemon_messages is not None:
-            service.daemon_messages.drain()  # log lines from before the purge
+        service.counters.clear()  # counts from before the purge
         new_user = service.keeper.rotate_user_id()
         deletion = service.outbox.request_deletion(old_user) if left else None
         if service.outbox is not None:
@@ -52,17 +51,3 @@ def purge(service) -> dict:
         "user_id": new_user,
         "deletion_request": deletion,
     }
-
-
-def _reports_left(service, user_id: str) -> bool:
-    """Whether a report of ``user_id`` reached, or may be reaching, a collector."""
-    if service.outbox is None:
-        return False
-    if service.store.outbox_usage_left(user_id):
-        return True
-    # The upload thread takes no lock of ours: a due report may be on the wire now.
-    uploader = service.uploader
-    if uploader is None or not uploader.configured:
-        return False
-    due = service.store.outbox_next_due(service.clock.utc_now(), ("usage",))
-    return due is not None and due.user_id == user_id

@@ -30,7 +30,7 @@ class Recorder:
 
     def record(self, obs: Observation, utc: dt.datetime, mono_s: float, status: int) -> None:
         dev = obs.device
-        self._remember_device(obs, utc)
+        self._remember_device(obs, utc, status)
         if obs.sensors_raw is not None:
             self._sensors_raw[dev.device_id] = obs.sensors_raw
         if obs.sensors:
@@ -61,6 +61,16 @@ class Recorder:
         for rec in self._resumable.values():
             self._save_closed(dataclasses.replace(rec, open=False, end_reason=reason))
         self._resumable.clear()
+
+    def status_changed(self, reason: str, since_mono: float) -> None:
+        """The status changed: end every session, and keep nothing measured before the
+        switch for the sessions to come. A baseline older than the switch reading (taken
+        at ``since_mono`` or later) is dropped, and so are the sensor readings kept for
+        the start of the next session."""
+        self.close_all(reason)
+        for tracker in self._trackers.values():
+            tracker.drop_baseline_before(since_mono)
+        self._sensors_raw.clear()
 
     def checkpoint(self) -> None:
         recs = [r for t in self._trackers.values() if (r := t.checkpoint()) is not None]
@@ -107,7 +117,7 @@ class Recorder:
         if rec is not None:
             self._store.save_session(rec)
 
-    def _remember_device(self, obs: Observation, utc: dt.datetime) -> None:
+    def _remember_device(self, obs: Observation, utc: dt.datetime, status: int) -> None:
         dev = obs.device
         first = dev.device_id not in self._devices
         known = self._devices.get(dev.device_id)
@@ -118,17 +128,17 @@ class Recorder:
                 dev.device_id, dev.model, dev.serial_masked, dev.usb_speed, dev.firmware,
                 {}, {}, utc, utc,
             )  # fmt: skip
-        rec = dataclasses.replace(
-            known,
-            model=dev.model,
-            usb_speed=dev.usb_speed,
-            firmware=dev.firmware,
-            calibration=obs.calibration if obs.calibration is not None else known.calibration,
-            configuration=(
-                obs.configuration if obs.configuration is not None else known.configuration
-            ),
-            last_seen=utc,
-        )
+        rec = dataclasses.replace(known, model=dev.model, usb_speed=dev.usb_speed,
+                                  firmware=dev.firmware, last_seen=utc)  # fmt: skip
+        if obs.calibration is not None:  # with the status it was read under
+            rec = dataclasses.replace(
+                rec, calibration=obs.calibration, calibration_status=status,
+                calibration_summary=obs.calibration_summary or {},
+            )  # fmt: skip
+        if obs.configuration is not None:
+            rec = dataclasses.replace(
+                rec, configuration=obs.configuration, configuration_status=status
+            )
         self._devices[dev.device_id] = rec
         if first or obs.calibration is not None or obs.configuration is not None:
             self._store.upsert_device(rec)

@@ -19,10 +19,16 @@ class DeviceRecord:
     serial_masked: str
     usb_speed: str  # "high", "super", ...
     firmware: str  # USB device release, e.g. "1.30"
-    calibration: dict
+    calibration: dict  # the raw (masked) table: shown locally, never reported
     configuration: dict
     first_seen: dt.datetime
     last_seen: dt.datetime
+    # What the report carries instead of the raw calibration (tagstat.calibration).
+    calibration_summary: dict = dataclasses.field(default_factory=dict)
+    # The status in force when the calibration and the configuration were read: a
+    # document read before consent to upload is never uploaded. None: not read yet.
+    calibration_status: int | None = None
+    configuration_status: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +61,7 @@ class SessionRecord:
 
 @dataclasses.dataclass(frozen=True)
 class MessageRecord:
-    source: str  # a device_id, or "daemon" for tagstatd's own warnings and errors
+    source: str  # the device_id of the device that logged it
     level: str  # "info", "warning" or "error"
     text: str  # masked
     status: int

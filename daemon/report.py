@@ -5,7 +5,10 @@ The same builder serves ``getUsageStatisticsReport()`` and the upload (a
 sees is what would be sent; ``deletion_request`` is the other kind of upload.
 Every field is described in ``docs/DATA.md``; a test fails if the report
 gains a field the document does not describe. All data in the store is
-already masked.
+already masked. A report of status-2 data (``min_status``) holds only what was
+measured under that status: sessions, messages, sensor readings and device
+documents each carry the status they were measured under, and a device's
+``first_seen`` is never before the report's period.
 """
 
 import datetime as dt
@@ -14,12 +17,13 @@ import platform
 import uuid
 
 import tagstat
-from tagstat import measurement_data
+from tagstat import calibration, measurement_data
 from tagstat.clock import iso
+from tagstat.daemon_counters import report_block
 from tagstat.records import SessionRecord
 from tagstat.status import UsageStatisticsStatus
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def build_report(
@@ -38,7 +42,7 @@ def build_report(
     messages = store.messages(since=since, min_status=min_status)
     measurements = store.measurements(since=since, min_status=min_status)
     devices = [
-        _device(store, d, since, min_status)
+        _device(store, d, since, min_status, now)
         for d in store.devices()
         if d.last_seen >= (since or d.last_seen)
     ]
@@ -59,8 +63,7 @@ def build_report(
         "sessions": [session_entry(s) for s in sessions],
         "messages": [
             {
-                "source": "daemon" if m.source == "daemon" else "device",
-                "device_id": None if m.source == "daemon" else m.source,
+                "device_id": m.source,
                 "level": m.level,
                 "text": m.text,
                 "count": m.count,
@@ -70,6 +73,7 @@ def build_report(
             for m in messages
         ],
         "measurements": measurement_data.summarize(measurements),
+        "daemon": report_block(store.daemon_counts(since=since, min_status=min_status)),
     }
 
 
@@ -109,21 +113,24 @@ def session_entry(s: SessionRecord) -> dict:
     }
 
 
-def _device(store, d, since, min_status) -> dict:
+def _device(store, d, since, min_status, now) -> dict:
     sensors = {
         st.key: {"last": st.last, "min": st.min, "max": st.max}
         for st in store.sensor_summary(d.device_id, since=since, min_status=min_status)
     }
+    # A document is shown only if it was read under the statuses this report covers.
+    cal_ok = (d.calibration_status or 0) >= min_status
+    config_ok = (d.configuration_status or 0) >= min_status
     return {
         "device_id": d.device_id,
         "model": d.model,
         "serial": d.serial_masked,
         "usb_speed": d.usb_speed,
         "firmware": d.firmware,
-        "calibration": d.calibration,
-        "configuration": d.configuration,
+        "calibration": calibration.report_view(d.calibration_summary, now) if cal_ok else None,
+        "configuration": d.configuration if config_ok else None,
         "sensors": sensors,
-        "first_seen": iso(d.first_seen),
+        "first_seen": iso(max(d.first_seen, since) if since else d.first_seen),
         "last_seen": iso(d.last_seen),
     }
 

@@ -17,11 +17,13 @@ import datetime as dt
 import logging
 import re
 import threading
+from collections.abc import Mapping
 
 from tagstat import measurement_data, purge
 from tagstat.clock import Clock, iso
 from tagstat.config import FIELDS, Config, load_config
 from tagstat.consent import ConsentKeeper
+from tagstat.daemon_counters import DaemonCounters, LogCounter
 from tagstat.errors import ConfigError, PolicyError, TagstatError
 from tagstat.export import Exports
 from tagstat.fields import current as current_schema
@@ -72,7 +74,8 @@ class Service:
     hostinfo: HostInfoCache
     poller: Poller
     recorder: Recorder
-    daemon_messages: object = None  # logsetup.DaemonMessageQueue
+    # tagstatd's own problems, counted for the report (tagstat.daemon_counters)
+    counters: DaemonCounters = dataclasses.field(default_factory=DaemonCounters)
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
     polls: int = 0
     scan_errors: set = dataclasses.field(default_factory=set)
@@ -87,6 +90,7 @@ class Service:
     outbox: Outbox | None = None  # period reports and opting out (None: no uploads at all)
     uploader: Uploader | None = None  # the thread that sends the outbox
     exports: Exports | None = None  # `tagstat export` (tagstat.export)
+    environ: Mapping[str, str] | None = None  # where kill switches are read; None: os.environ
 
     # -- the loop ----------------------------------------------------------
 
@@ -122,36 +126,51 @@ class Service:
             self.wake.wait(max(0.0, wake_at - self.clock.monotonic()))
             self.wake.clear()
 
-    def poll_once(self) -> None:
+    def poll_once(self) -> dt.datetime:
+        """Read every device once and record it under the status in force; the UTC stamp
+        of the reading (when it was taken: after the last transfer)."""
         with self.lock:
             status = self.keeper.effective  # Disabled while a kill switch is in force
             if status == UsageStatisticsStatus.Disabled:
-                self._drop_daemon_messages()
-                return
+                self.counters.clear()
+                return self.clock.utc_now()
             mono = self.clock.monotonic()
             try:
                 observations, gone, errors = self.poller.poll(mono)
             except TagstatError as e:
                 log.warning("usb scan failed: %s", e)
-                observations, gone, errors = [], [], []
+                observations, gone, errors = [], [], [str(e)]
             utc = self.clock.utc_now()
             for err in errors:
                 if err not in self.scan_errors:  # once per problem, not once per poll
                     log.warning("cannot open a time tagger: %s", err)
             self.scan_errors = set(errors)
+            self.counters.add("scan_errors", int(status), 1 if errors else 0)
             for view in gone:
                 log.info("%s %s detached", view.model, view.serial_masked)
                 self.recorder.device_gone(view)
             for obs in observations:
+                self.counters.add("read_errors", int(status), len(obs.errors))
                 self.recorder.record(obs, utc, mono, int(status))
             if self.polls == 0:
                 self.recorder.end_unclaimed_resumes()
             self.polls += 1
-            self._store_daemon_messages(int(status))
+            return utc
 
     def checkpoint(self) -> None:
         with self.lock:
-            self.recorder.checkpoint()
+            self._save_pending()
+
+    def _save_pending(self) -> None:
+        """Open sessions' latest totals, devices and the daemon's counts into the store."""
+        self.recorder.checkpoint()
+        self.counters.flush(self.store, self.clock.utc_now())
+
+    def count_log_records(self) -> None:
+        """Count tagstat's warning and error log records for the report (the process's
+        logging; in-process test services leave the global loggers alone)."""
+        handler = LogCounter(self.counters, lambda: int(self.keeper.effective))
+        logging.getLogger("tagstat").addHandler(handler)
 
     def prune(self) -> None:
         with self.lock:
@@ -169,8 +188,7 @@ class Service:
         """Checkpoint open sessions (they resume after a restart), queue the last period's
         report, give the uploader a few seconds, and close the store."""
         with self.lock:
-            self.recorder.checkpoint()
-            self._store_daemon_messages(int(self.keeper.effective))
+            self._save_pending()
             if self.outbox is not None:
                 self.outbox.close_period()
         if self.uploader is not None:
@@ -178,19 +196,6 @@ class Service:
         with self.lock:
             self.poller.forget_all()
             self.store.close()
-
-    def _store_daemon_messages(self, status: int) -> None:
-        if self.daemon_messages is None or status == UsageStatisticsStatus.Disabled:
-            return self._drop_daemon_messages()
-        for level, text, _created in self.daemon_messages.drain():
-            # Daemon texts may name local paths and hosts: scrub them like device texts.
-            self.store.record_message(
-                "daemon", level, self.masker.scrub_text(text), self.clock.utc_now(), status
-            )
-
-    def _drop_daemon_messages(self) -> None:
-        if self.daemon_messages is not None:
-            self.daemon_messages.drain()
 
     # -- the controller (called from control-socket threads) ---------------
 
@@ -202,7 +207,8 @@ class Service:
             result["consent"] = self.consent_state()
         return result
 
-    def set_status(self, status, persistent: bool) -> dict:
+    def set_status(self, status, persistent: bool, origin: str = "api") -> dict:
+        """Set the status; ``origin`` says who asked ("api", "cli", "prompt"), for the record."""
         status = UsageStatisticsStatus.parse(status)
         if self.keeper.forced_by is not None and status != UsageStatisticsStatus.Disabled:
             raise refusal(self.keeper.forced_by, status.name)  # stored, it would be a surprise
@@ -213,30 +219,58 @@ class Service:
                 f"(max_status in the tagstat configuration); ask the lab's admin"
             )
         with self.lock:
-            old = self.keeper.set(status, persistent)
-            self._status_changed(old, status)
+            self._switch(
+                status, lambda at: self.keeper.set(status, persistent, reason=origin, at=at),
+                origin,
+            )  # fmt: skip
             return self.keeper.describe()
 
-    def _status_changed(self, old, status) -> None:
+    def _switch(self, target, change, origin: str) -> None:
+        """Change the stored status to ``target`` with ``change(at)`` at one instant ``at``.
+
+        The consent boundary (docs/DATA.md): if tagstatd is collecting, every device is
+        read first, under the status in force, so the poll interval that ends at the
+        switch is counted under the status it was measured in; ``at`` is that reading's
+        stamp, and what is measured from it on belongs to the new status. Before the
+        first poll there is nothing to read (a status above ``max_status`` at start is
+        lowered before anything is collected under it).
+        """
+        old = self.keeper.current
+        since_mono = self.clock.monotonic()
+        collecting = self.keeper.effective != UsageStatisticsStatus.Disabled
+        if target != old and collecting and self.polls > 0:
+            at = self.poll_once()
+            self.counters.flush(self.store, at)  # counts until now belong to the old status
+        else:
+            at = self.clock.utc_now()
+        change(at)
+        self._status_changed(old, self.keeper.current, at, since_mono, origin)
+
+    def _status_changed(self, old, status, at: dt.datetime, since_mono: float, origin) -> None:
         if status == old:
             return
-        log.info("status changed from %s to %s", old.name, status.name)
+        log.info("status changed from %s to %s (%s)", old.name, status.name, origin)
         if self.consent is not None:
-            self.consent.status_changed(old, status)
+            self.consent.status_changed(old, status, by=origin, at=at)
         if status == UsageStatisticsStatus.Disabled:
             self.recorder.close_all("disabled", forget=True)
             self.poller.forget_all()
         else:
-            self.recorder.close_all("status_change")
+            # Baselines older than the switch reading are dropped (a device whose reading
+            # failed just now), and sensors, calibration and configuration are read again
+            # at the next poll: nothing measured before the switch goes into a session,
+            # a sensor summary or a device document of the new status.
+            self.recorder.status_changed("status_change", since_mono)
+            self.poller.read_all_documents()
             self.hostinfo.start()
         if self.outbox is not None:  # after close_all: sessions end under the old status
-            self.outbox.status_changed(old, status)
+            self.outbox.status_changed(old, status, at=at)
             self.uploader.wake()
 
     def get_report(self) -> str:
         host = self.hostinfo.get(timeout_s=2.0)
         with self.lock:
-            self.recorder.checkpoint()
+            self._save_pending()
             if self.outbox is not None and self.outbox.uploading():
                 # Exactly what the next upload would hold (status-2 data of this period).
                 now = self.clock.utc_now()
@@ -252,11 +286,14 @@ class Service:
             )
         return report_json(report)
 
-    def list_devices(self) -> list[dict]:
+    def list_devices(self, calibration: bool = False) -> list[dict]:
+        """The devices seen; with ``calibration``, each one's raw calibration table too
+        (masked, local only: the report carries a summary)."""
         with self.lock:
             attached = {v.device_id for v in self.poller.attached()}
-            return [
-                {
+            rows = []
+            for d in self.store.devices():
+                row = {
                     "device_id": d.device_id,
                     "model": d.model,
                     "serial": d.serial_masked,
@@ -265,12 +302,14 @@ class Service:
                     "attached": d.device_id in attached,
                     "last_seen": iso(d.last_seen),
                 }
-                for d in self.store.devices()
-            ]
+                if calibration:
+                    row["calibration"] = d.calibration
+                rows.append(row)
+            return rows
 
     def list_sessions(self) -> list[dict]:
         with self.lock:
-            self.recorder.checkpoint()
+            self._save_pending()
             models = {d.device_id: d.model for d in self.store.devices()}
             out = []
             for s in self.store.sessions():
@@ -286,6 +325,7 @@ class Service:
         and now, so one that ran before consent to upload is never uploaded.
         """
         accepted, rejected = measurement_data.validate(events, self.clock.utc_now())
+        accepted = [self._masked_event(e) for e in accepted]
         with self.lock:
             current = self.keeper.effective
             if current == UsageStatisticsStatus.Disabled or not accepted:
@@ -296,13 +336,24 @@ class Service:
             stored = self.store.record_measurements(kept, self.clock.utc_now())
         return {"stored": stored, "rejected": rejected}
 
+    def _masked_event(self, event: measurement_data.MeasurementEvent):
+        """The masking every device text gets, on what an application named: an error class
+        or a configuration name that holds a serial, a host or a file name is dropped."""
+
+        def clean(text: str) -> bool:
+            return self.masker.scrub_text(text) == text
+
+        error = event.error if event.error is None or clean(event.error) else "Exception"
+        config = {k: v for k, v in event.config.items() if not isinstance(v, str) or clean(v)}
+        return dataclasses.replace(event, error=error, config=config)
+
     # -- uploads (tagstat.outbox decides, tagstat.uploader sends) ------------
 
     def close_period_if_due(self) -> None:
         if self.outbox is None or (self.outbox.seconds_to_period_end() or 0) > 0:
             return
         with self.lock:
-            self.recorder.checkpoint()  # open sessions' latest totals go into the report
+            self._save_pending()  # open sessions' latest totals go into the report
             if self.outbox.close_period():
                 self.uploader.wake()
 
@@ -363,7 +414,7 @@ class Service:
         """Look at the environment and allow_in_ci again (at start and on reload)."""
         with self.lock:
             before, was = self.keeper.effective, self.keeper.forced_by
-            now = daemon_switch(allow_in_ci=self.config.allow_in_ci)
+            now = daemon_switch(self.environ, allow_in_ci=self.config.allow_in_ci)
             self.keeper.forced_by = now
             if now is not None and now != was:
                 log.warning("status Disabled, %s; the stored status %s is kept", now.reason(),
@@ -409,14 +460,16 @@ class Service:
                 return self.get_status()
             if upload:
                 if self.keeper.current != uploading or self.keeper.is_temporary:
-                    self.set_status(uploading, persistent=True)
-                self.consent.record(agreed=version, asked=version)
+                    self.set_status(uploading, persistent=True, origin="prompt")
+                self.consent.record(agreed=version, asked=version, by="prompt")
             elif new_fields and self.keeper.current == uploading:
-                self.consent.record(agreed=self.consent.agreed(self.keeper.current), asked=version)
+                agreed = self.consent.agreed(self.keeper.current)
+                self.consent.record(agreed=agreed, asked=version, by="prompt")
             else:
                 if self.keeper.current == uploading:
-                    self.set_status(UsageStatisticsStatus.Collecting, persistent=True)
-                self.consent.record(agreed=None, asked=version)
+                    self.set_status(UsageStatisticsStatus.Collecting, persistent=True,
+                                    origin="prompt")  # fmt: skip
+                self.consent.record(agreed=None, asked=version, by="prompt")
             log.info("consent recorded for report schema %d: upload %s%s", version,
                      "yes" if upload else "no", " (new fields)" if new_fields else "")  # fmt: skip
             return self.get_status()
@@ -427,11 +480,14 @@ class Service:
         """Lower a status above ``max_status`` to it (recorded with reason "policy")."""
         cap = UsageStatisticsStatus.parse(self.config.max_status)
         with self.lock:
-            old = self.keeper.lower_to(cap, reason="policy")
-            if old is not None:
+            if self.keeper.current <= cap and not self.keeper.is_temporary:
+                return
+            old = self.keeper.current
+            self._switch(min(old, cap), lambda at: self.keeper.lower_to(cap, "policy", at=at),
+                         "policy")  # fmt: skip
+            if self.keeper.current != old:
                 log.warning("status lowered from %s to %s: max_status is %s",
                             old.name, self.keeper.current.name, cap.name)  # fmt: skip
-                self._status_changed(old, self.keeper.current)
 
     def reload(self) -> bool:
         """Re-read the configuration and apply it; an invalid one is logged and ignored."""
@@ -478,31 +534,43 @@ def config_changes(old: Config, new: Config) -> str:
     )
 
 
+SERIAL_LENGTHS_KEY = "serial_lengths"  # settings: the lengths of the serials seen, no more
+
+
 def build_service(
-    paths: Paths, config: Config, *, clock: Clock | None = None, backend=None
+    paths: Paths,
+    config: Config,
+    *,
+    clock: Clock | None = None,
+    backend=None,
+    environ: Mapping[str, str] | None = None,
+    hostinfo: HostInfoCache | None = None,
 ) -> Service:
+    """Every component, wired. ``environ`` is where kill switches are looked for (this
+    process's environment by default); ``hostinfo`` replaces this computer's."""
     from tagstat.drivers.discovery import Discovery
 
     clock = clock or Clock()
     paths.ensure()
     secret = load_or_create_secret(paths.secret_file)
-    masker = Masker(secret)
     store = Store.open(paths.database, clock=clock)
+    masker = Masker(secret, known_serials=_known_serials(store))
     keeper = StatusKeeper(store, clock, UsageStatisticsStatus.parse(config.initial_status))
-    keeper.forced_by = daemon_switch(allow_in_ci=config.allow_in_ci)  # before anything collects
+    keeper.forced_by = daemon_switch(environ, allow_in_ci=config.allow_in_ci)  # before collecting
     if store.recovered_from:
-        msg = "the database was not readable and was moved aside; a new one was started"
-        log.error("%s: %s", msg, store.recovered_from)
-        store.record_message("daemon", "error", msg, clock.utc_now(), int(keeper.current))
-    hostinfo = HostInfoCache(paths.hostinfo_cache)
+        log.error("the database was not readable and was moved aside to %s; a new one was "
+                  "started", store.recovered_from)  # fmt: skip
+    hostinfo = hostinfo or HostInfoCache(paths.hostinfo_cache)
     if keeper.effective != UsageStatisticsStatus.Disabled:
         hostinfo.start()  # Disabled collects nothing, host information included
     discovery = Discovery(
         backend=backend, product_ids=config.product_ids, timeout_ms=config.usb_timeout_ms
     )
-    poller = Poller(discovery, masker, secret, config, MessageCursors(store))
+    poller = Poller(discovery, masker, secret, config, MessageCursors(store),
+                    on_new_serial=lambda serial: _remember_length(store, serial))  # fmt: skip
     recorder = Recorder(store, config.idle_timeout_s)
     service = Service(config, paths, clock, store, masker, keeper, hostinfo, poller, recorder)
+    service.environ = environ
     service.consent = ConsentKeeper(store, clock, current_schema())
     if keeper.forced_by is not None:
         log.warning("status Disabled, %s; the stored status %s is kept",
@@ -510,6 +578,20 @@ def build_service(
     _wire_uploads(service)
     service.enforce_status_cap()  # before the first poll: no session mixes two statuses
     return service
+
+
+def _known_serials(store: Store) -> list[tuple[int, str]]:
+    """The serials seen on this install, as the masker may know them: (length, device id)
+    pairs. Serials are never stored; their keyed pseudonyms and lengths are."""
+    lengths = store.get_setting(SERIAL_LENGTHS_KEY) or []
+    ids = [d.device_id for d in store.devices()]
+    return [(n, device_id) for n in lengths if isinstance(n, int) for device_id in ids]
+
+
+def _remember_length(store: Store, serial: str) -> None:
+    lengths = set(store.get_setting(SERIAL_LENGTHS_KEY) or [])
+    if len(serial.strip()) not in lengths:
+        store.set_setting(SERIAL_LENGTHS_KEY, sorted(lengths | {len(serial.strip())}))
 
 
 def _wire_uploads(service: Service) -> None:
@@ -525,5 +607,6 @@ def _wire_uploads(service: Service) -> None:
     s.outbox = Outbox(s.store, s.keeper, s.clock, s.config, host, shape=shape)
     s.outbox.start()
     s.uploader = Uploader(s.store, s.config, s.clock, kinds=s.outbox.sendable_kinds)
+    s.outbox.sending_configured = lambda: s.uploader.configured
     s.on_reconfigure.append(s._reconfigure_uploads)
     s.exports = Exports(s)

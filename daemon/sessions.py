@@ -119,6 +119,12 @@ class SessionTracker:
         self._last = None
         return rec
 
+    def drop_baseline_before(self, mono_s: float) -> None:
+        """Forget the last sample unless it was taken at or after ``mono_s`` (a reading at a
+        status switch failed: the next interval would span the switch)."""
+        if self._last is not None and not self._last.mono_s >= mono_s:  # NaN: a resumed one
+            self._last = None
+
     def checkpoint(self) -> SessionRecord | None:
         """The open session as it stands, with the counters needed to resume it."""
         return self._record(self._open, open_=True, reason=None) if self._open else None

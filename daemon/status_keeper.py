@@ -60,9 +60,10 @@ class StatusKeeper:
     def is_temporary(self) -> bool:
         return self._temporary is not None
 
-    def set(self, status, persistent: bool, reason: str = "api") -> UsageStatisticsStatus:
-        """Change the status; returns the previous one."""
+    def set(self, status, persistent: bool, reason: str = "api", at=None) -> UsageStatisticsStatus:
+        """Change the status (recorded at ``at``, default now); returns the previous one."""
         status = UsageStatisticsStatus.parse(status)
+        at = at or self._clock.utc_now()
         with self._lock:
             old = self.current
             if persistent:
@@ -71,12 +72,11 @@ class StatusKeeper:
                 self._store.set_setting("status", int(status))
             else:
                 self._temporary = status
-            self._store.add_status_change(
-                StatusChange(self._clock.utc_now(), int(old), int(status), persistent, reason)
-            )
+            change = StatusChange(at, int(old), int(status), persistent, reason)
+            self._store.add_status_change(change)
         return old
 
-    def lower_to(self, cap, reason: str = "policy") -> UsageStatisticsStatus | None:
+    def lower_to(self, cap, reason: str = "policy", at=None) -> UsageStatisticsStatus | None:
         """Lower the persistent and temporary status to ``cap``; the old status if it changed.
 
         A lower temporary status stays in force: a cap never raises collection.
@@ -92,7 +92,7 @@ class StatusKeeper:
             if self.current == old:
                 return None
             self._store.add_status_change(
-                StatusChange(self._clock.utc_now(), int(old), int(self.current),
+                StatusChange(at or self._clock.utc_now(), int(old), int(self.current),
                              not self.is_temporary, reason)
             )  # fmt: skip
         return old

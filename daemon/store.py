@@ -273,6 +273,35 @@ class Store(UploadTables):
             for r in rows
         ]
 
+    # -- tagstatd's own problems, counted (tagstat.daemon_counters) -------------------------
+
+    @locked
+    def record_daemon_counts(self, at: dt.datetime, status: int, counts: dict[str, int]) -> None:
+        rows = [(iso(at), status, name, n) for name, n in sorted(counts.items()) if n > 0]
+        if rows:
+            with self._transaction():
+                self._db.conn.executemany(
+                    "INSERT INTO daemon_counters (at, status, name, count) VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+
+    @locked
+    def daemon_counts(
+        self, since: dt.datetime | None = None, min_status: int = 0
+    ) -> dict[str, int]:
+        """Counts written after ``since`` under at least ``min_status``, per name.
+
+        After, not at: counts are written when a period closes, at the instant the next
+        one starts, and belong to the period that closed."""
+        where, args = "status >= ?", [min_status]
+        if since is not None:
+            where += " AND at > ?"
+            args.append(iso(since))
+        rows = self._db.execute(
+            f"SELECT name, sum(count) FROM daemon_counters WHERE {where} GROUP BY name", args
+        ).fetchall()
+        return dict(rows)
+
     # -- measurement events (tagstat.measurement_data) ---------------------------------------
 
     @locked
@@ -317,7 +346,8 @@ class Store(UploadTables):
         self, now: dt.datetime, max_age_s: float, max_bytes: int, max_messages: int
     ) -> dict[str, int]:
         """Apply age, row and size limits; returns rows removed per table."""
-        removed = {"sessions": 0, "sensor_buckets": 0, "messages": 0, "measurements": 0}
+        removed = {"sessions": 0, "sensor_buckets": 0, "messages": 0, "measurements": 0,
+                   "daemon_counters": 0}  # fmt: skip
         add_counts(removed, self._delete_older(iso(now - dt.timedelta(seconds=max_age_s))))
         removed["messages"] += self._bound_messages(max_messages)
         removed["measurements"] += self._bound_measurements()
@@ -344,6 +374,7 @@ class Store(UploadTables):
             "sensor_buckets": f"DELETE FROM sensor_buckets WHERE hour <= ? AND last_at {op} ?",
             "messages": f"DELETE FROM messages WHERE last_seen {op} ?",
             "measurements": f'DELETE FROM measurements WHERE "end" {op} ?',
+            "daemon_counters": f"DELETE FROM daemon_counters WHERE at {op} ?",
         }
         with self._transaction():
             return {

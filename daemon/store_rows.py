@@ -53,7 +53,7 @@ def placeholders(values: list) -> str:
 
 
 DEVICE_KEEP = {"device_id", "first_seen"}
-DEVICE_JSON = ("calibration", "configuration")
+DEVICE_JSON = ("calibration", "configuration", "calibration_summary")
 
 
 def device_row(rec: DeviceRecord) -> dict:
@@ -177,6 +177,7 @@ PURGE_STATEMENTS = {
     "devices": "DELETE FROM devices",
     "usage_reports": "DELETE FROM outbox WHERE kind = 'usage'",
     "message_cursors": "DELETE FROM settings WHERE key LIKE 'msg\\_cursor:%' ESCAPE '\\'",
+    "daemon_counters": "DELETE FROM daemon_counters",
 }
 
 # The age of every prunable row, so the size limit removes the oldest data first.
@@ -185,4 +186,5 @@ SELECT "end" FROM sessions WHERE open = 0
 UNION ALL SELECT last_at FROM sensor_buckets
 UNION ALL SELECT last_seen FROM messages
 UNION ALL SELECT "end" FROM measurements
+UNION ALL SELECT at FROM daemon_counters
 """

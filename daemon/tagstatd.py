@@ -71,7 +71,8 @@ def main(argv=None) -> int:
         log.error("%s", e)
         return 1
     service.log_level_override = args.log_level
-    service.daemon_messages = setup_logging(service.masker, args.log_level or config.log_level)
+    setup_logging(service.masker, args.log_level or config.log_level)
+    service.count_log_records()  # the report counts tagstatd's warnings, never their text
     service.notifier = Notifier.from_env()
     return serve(service)
 

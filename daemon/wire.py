@@ -48,6 +48,15 @@ OPS: dict[str, dict[str, tuple[tuple[type, ...], str]]] = {
     "export_commit": {"token": ((str,), "the token export_begin returned")},
 }
 
+# Arguments an op may leave out: op -> {arg name: (accepted types, description, allowed)}.
+# ``allowed`` (a tuple of values, or None for any) is checked here too.
+OPTIONAL: dict[str, dict[str, tuple[tuple[type, ...], str, tuple | None]]] = {
+    # Who asks, for the consent record's wording (tagstat.consent); a program by default.
+    "set_status": {"origin": ((str,), "'api' or 'cli'", ("api", "cli"))},
+    # `tagstat devices --calibration`: each device's raw calibration table (local only).
+    "devices": {"calibration": ((bool,), "a bool", None)},
+}
+
 _CHUNK_BYTES = 16384
 
 
@@ -105,9 +114,9 @@ def parse_request(msg: dict) -> tuple[str, dict]:
         raise BadRequest('request has no "op"; allowed: ' + ", ".join(OPS))
     if not isinstance(op, str) or op not in OPS:
         raise BadRequest(f"unknown op {op!r}; allowed: " + ", ".join(OPS))
-    spec = OPS[op]
+    spec, optional = OPS[op], OPTIONAL.get(op, {})
     args = {k: v for k, v in msg.items() if k != "op"}
-    unknown = sorted(set(args) - set(spec))
+    unknown = sorted(set(args) - set(spec) - set(optional))
     if unknown:
         raise BadRequest(f"op {op!r} takes no argument {unknown[0]!r}")
     for name, (types, description) in spec.items():
@@ -116,6 +125,12 @@ def parse_request(msg: dict) -> tuple[str, dict]:
         if not isinstance(args[name], types):
             got = type(args[name]).__name__
             raise BadRequest(f"argument {name!r} of op {op!r} must be {description}, got {got}")
+    for name, (types, description, allowed) in optional.items():
+        if name not in args:
+            continue
+        value = args[name]
+        if not isinstance(value, types) or (allowed is not None and value not in allowed):
+            raise BadRequest(f"argument {name!r} of op {op!r} must be {description}")
     return op, args
 
 

@@ -78,7 +78,12 @@ def device(device_id=DEVICE, model=ULTRA) -> dict:
         "serial": f"[serial:{device_id[:8]}]",
         "usb_speed": "super",
         "firmware": "1.30",
-        "calibration": {"delay": [1, 2]},
+        "calibration": {
+            "status": "OK",
+            "age_days": 90,
+            "channels": 18,
+            "quantities": {"delay ps": {"median": 1000}},
+        },
         "configuration": {"resolution": "HighResA"},
         "sensors": {"fpga sensors/temp": {"last": 44.0, "min": 40.0, "max": 44.0}},
         "first_seen": "2026-03-01T10:00:00.000Z",
@@ -87,7 +92,7 @@ def device(device_id=DEVICE, model=ULTRA) -> dict:
 
 
 BASE_REPORT = {
-    "schema_version": 1,
+    "schema_version": 2,
     "kind": "usage",
     "report_id": None,
     "generated_at": "2026-03-02T00:00:00.000Z",
@@ -96,15 +101,21 @@ BASE_REPORT = {
     "status": "CollectingAndUploading",
     "software": {"tagstat": "0.1.0", "python": "3.11.2"},
     "host": {
-        "cpu": {"brand": "AMD EPYC", "flags": ["avx2"], "cores": 2, "cores_physical": 1},
-        "ram_bytes": 24 * 2**30,
-        "os": "Linux 6.1",
+        "cpu": {
+            "vendor": "AuthenticAMD",
+            "brand": "AMD EPYC",
+            "family": 25,
+            "model": 1,
+            "logical_processors": 2,
+            "isa_features": {"sse": True, "avx2": True},
+        },
+        "ram_gib": 24,
+        "os": {"family": "Linux", "distribution": "debian", "version": "12"},
     },
     "devices": [device()],
     "sessions": [session("s1", 1e8)],
     "messages": [
         {
-            "source": "device",
             "device_id": DEVICE,
             "level": "warning",
             "text": "overflow",
@@ -113,7 +124,18 @@ BASE_REPORT = {
             "last_seen": "2026-03-01T10:01:00.000Z",
         }
     ],
+    "measurements": [],
+    "daemon": {"read_errors": 0, "scan_errors": 1, "log_warnings": 2, "log_errors": 0},
 }
+
+# What a tagstat of schema 1 sent, and what a newer one sends for a user who agreed to
+# schema 1 only: the schema-1 fields that still exist.
+V1_HOST_OLD = {
+    "cpu": {"brand": "AMD EPYC", "flags": ["avx2"], "cores": 2, "cores_physical": 1},
+    "ram_bytes": 24 * 2**30,
+    "os": "Linux 6.1",
+}
+V1_HOST_NEW = {"cpu": {"brand": "AMD EPYC"}}
 
 
 def usage_report(**fields) -> dict:

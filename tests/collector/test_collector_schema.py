@@ -4,9 +4,10 @@ import datetime as dt
 import json
 
 import pytest
-from collector_fixtures import BASE_REPORT, deletion_request, usage_report
+from collector_fixtures import BASE_REPORT, V1_HOST_NEW, V1_HOST_OLD, deletion_request, usage_report
 
-from tagstat.hostinfo import HostInfo
+from tagstat import calibration
+from tagstat.example_report import HOST
 from tagstat.records import DeviceRecord, SessionRecord
 from tagstat.report import build_report, report_json
 from tagstat.report import deletion_request as build_deletion_request
@@ -14,7 +15,6 @@ from tagstat.status import UsageStatisticsStatus
 from tagstat.store import Store
 
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
-HOST = HostInfo("AMD EPYC", ("avx2",), 2, None, 24 * 2**30, "Linux 6.1", "3.11.2", "0.1.0")
 REMOVE = object()
 
 
@@ -38,7 +38,8 @@ CASES = [
     ("schema_version", REMOVE, "missing field schema_version"),
     ("schema_version", "1", "schema_version must be an integer, got string"),
     ("schema_version", True, "schema_version must be an integer, got boolean"),
-    ("schema_version", 2, "unsupported schema_version (this collector reads 1)"),
+    ("schema_version", 3, "unsupported schema_version (this collector reads 1 and 2)"),
+    ("schema_version", 0, "unsupported schema_version (this collector reads 1 and 2)"),
     ("kind", REMOVE, "missing field kind"),
     ("kind", "telemetry", "kind must be 'usage' or 'deletion'"),
     ("report_id", "42", "report_id is not a UUID"),
@@ -52,8 +53,17 @@ CASES = [
     ("period.end", None, "period.end must be an ISO 8601 time, got null"),
     ("status", "On", "status must be one of Disabled, Collecting, CollectingAndUploading"),
     ("software.tagstat", 1, "software.tagstat must be a string, got number"),
-    ("host.ram_bytes", -1, "host.ram_bytes must be at least 0"),
+    ("host.ram_gib", -1, "host.ram_gib must be at least 0"),
+    ("host.ram_gib", "24", "host.ram_gib must be an integer, got string"),
     ("host.cpu.flags", [1], "host.cpu.flags[0] must be a string, got number"),
+    ("host.cpu.isa_features", [], "host.cpu.isa_features must be an object, got array"),
+    ("host.cpu.isa_features.sse", "yes", "host.cpu.isa_features.sse must be true or false"),
+    ("host.cpu.family", "6", "host.cpu.family must be an integer or null, got string"),
+    ("host.os.version", 12, "host.os.version must be a string or null, got number"),
+    ("host.os", 12, "host.os must be a string, got number"),
+    ("daemon", [], "daemon must be an object or null, got array"),
+    ("daemon.read_errors", -1, "daemon.read_errors must be at least 0"),
+    ("messages.0.source", 3, "messages[0].source must be a string, got number"),
     ("devices", {}, "devices must be an array, got object"),
     ("devices.0", "ab", "devices[0] must be a JSON object, got string"),
     ("devices.0.model", REMOVE, "missing field devices[0].model"),
@@ -98,6 +108,15 @@ def test_unknown_fields_are_tolerated(collector):
     assert collector.post(report).json()["status"] == "stored"
 
 
+@pytest.mark.parametrize("host", [V1_HOST_OLD, V1_HOST_NEW], ids=["v1-daemon", "v1-consent"])
+def test_schema_1_reports_are_read(collector, host):
+    # an older tagstat, or a newer one whose user agreed to schema 1 only
+    report = usage_report(schema_version=1, host=host)
+    del report["daemon"]
+    report["messages"][0]["source"] = "device"
+    assert collector.post(report).json()["status"] == "stored"
+
+
 def test_nullable_fields_may_be_null(collector):
     report = usage_report(host=None, period={"start": None, "end": BASE_REPORT["generated_at"]})
     report["devices"][0].update(usb_speed=None, firmware=None, calibration=None)
@@ -121,13 +140,15 @@ def test_a_report_built_by_the_daemon_is_accepted(collector, tmp_path):
     try:
         store.upsert_device(
             DeviceRecord("cd" * 8, "Time Tagger X", "[serial:cdcdcdcd]", "super", "1.30",
-                         {"delay": [1]}, {"mode": "A"}, T0, T0)
+                         {"delay": [1]}, {"mode": "A"}, T0, T0,
+                         calibration.summarize({"status": "OK"}, 3), 2, 2)
         )  # fmt: skip
         store.save_session(SessionRecord(
             "5b1f7c1e-0c55-4bd4-9a57-8d4c6f0e7a10", "cd" * 8, 2, T0, T0 + dt.timedelta(seconds=50),
             50.0, 10**9, 10**8, 1e7, 3e7, "super", {}, True, None, "x", 0, 0, 0, T0,
         ))  # fmt: skip
-        store.record_message("daemon", "error", "usb scan failed", T0, 2)
+        store.record_message("cd" * 8, "error", "usb link lost", T0, 2)
+        store.record_daemon_counts(T0, 2, {"scan_errors": 2})
         report = build_report(store, user_id="0b9e4a52-8a1d-4d7e-9a52-3f0c2a9e1b11",
                               status=UsageStatisticsStatus.CollectingAndUploading,
                               host=HOST.to_report(), now=T0 + dt.timedelta(days=1))  # fmt: skip

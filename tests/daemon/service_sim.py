@@ -48,10 +48,8 @@ class SimService:
         self.clock = HandClock()
         scenario = parse_scenario({"device": [device or DEVICE]}, "test")
         self.sim = Simulation(scenario, state_dir=None, clock=self.clock.wall)
-        cfg = dataclasses.replace(
-            Config(), poll_interval_s=1.0, sensor_interval_s=1.0, upload_interval_s=3600.0,
-            **config,
-        )  # fmt: skip
+        defaults = {"poll_interval_s": 1.0, "sensor_interval_s": 1.0, "upload_interval_s": 3600.0}
+        cfg = dataclasses.replace(Config(), **(defaults | config))
         self.service = build_service(
             Paths.for_home(home), cfg, clock=self.clock, backend=SimBackend(self.sim)
         )

@@ -168,7 +168,8 @@ class Controller:
     def get_status(self):
         return {"status": self.status, "name": "x", "persistent": True, "since": None}
 
-    def set_status(self, status, persistent):
+    def set_status(self, status, persistent, origin="api"):
+        self.origin = origin
         self.status = int(status)
         return self.get_status()
 

@@ -59,7 +59,8 @@ class CliController:
             "since": "2024-01-02T03:04:05.678Z",
         }
 
-    def set_status(self, status, persistent):
+    def set_status(self, status, persistent, origin="api"):
+        self.origin = origin
         self.calls.append((status, persistent))
         self.status, self.persistent = status, persistent
         return self.get_status()
@@ -67,7 +68,8 @@ class CliController:
     def get_report(self):
         return REPORT
 
-    def list_devices(self):
+    def list_devices(self, calibration=False):
+        self.calibration_asked = calibration
         return self.devices
 
     def list_sessions(self):
@@ -146,6 +148,12 @@ def test_status_set_is_persistent_by_default(run, controller):
     assert controller.calls == [(Status.Disabled, True)]
 
 
+def test_status_set_says_it_comes_from_the_cli(run, controller):
+    # the consent record names who decided: `tagstat status`, not a program
+    assert run("status", "collecting-and-uploading")[0] == 0
+    assert controller.origin == "cli"
+
+
 def test_status_json(run):
     code, out, _ = run("status", "--json")
     assert code == 0 and json.loads(out)["name"] == "Collecting"
@@ -185,9 +193,19 @@ def test_devices_table_shows_masked_serial(run):
     assert row.split()[-1] == "yes"
 
 
-def test_devices_json(run):
+def test_devices_json(run, controller):
     code, out, _ = run("devices", "--json")
     assert code == 0 and json.loads(out) == [DEVICE]
+    assert controller.calibration_asked is False
+
+
+def test_devices_calibration_prints_each_table(run, controller):
+    table = {"status": "OK", "channels": {"1": {"delay ps": 1017}}}
+    controller.devices = [DEVICE | {"calibration": table}]
+    code, out, _ = run("devices", "--calibration")
+    assert code == 0 and controller.calibration_asked is True
+    assert "calibration of 0123456789ab (kept on this computer):" in out
+    assert json.dumps(table, indent=2) in out
 
 
 def test_sessions_table_in_mb_per_s(run):

@@ -40,7 +40,8 @@ class StatusController:
             raise self.fail
         return {"status": int(self.status), "name": self.status.name, "persistent": self.persistent}
 
-    def set_status(self, status, persistent):
+    def set_status(self, status, persistent, origin="api"):
+        self.origin = origin
         self.calls.append((status, persistent))
         self.status, self.persistent = status, persistent
         return self.get_status()
@@ -48,7 +49,8 @@ class StatusController:
     def get_report(self):
         return self.report
 
-    def list_devices(self):
+    def list_devices(self, calibration=False):
+        self.calibration_asked = calibration
         return [{"device_id": "d1", "serial": "1740****EH"}]
 
     def list_sessions(self):
@@ -112,6 +114,13 @@ def test_client_methods(server):
     assert c.devices() == [{"device_id": "d1", "serial": "1740****EH"}]
     assert c.sessions()[0]["open"] is True
     assert json.loads(c.report())["sessions"][0]["device"] == "Time Tagger 20"
+
+
+def test_a_program_sets_the_status_as_the_api_and_the_cli_says_so(server, controller):
+    setUsageStatisticsStatus(Status.Collecting)
+    assert controller.origin == "api"
+    Client(server.socket_path).set_status("disabled", origin="cli")
+    assert controller.origin == "cli"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ from tagstat.fields import REAL, TEST_SCHEMA_ENV, current
 from tagstat.status import UsageStatisticsStatus as S
 from tagstat.store import Store
 
-BUMP = json.dumps({"version": 2, "since": {"measurements[]": 2}})
+V = REAL.version  # the schema version of this tagstat
+BUMP = json.dumps({"version": V + 1, "since": {"measurements[]": V + 1}})
 
 
 @pytest.fixture(autouse=True)
@@ -33,25 +34,26 @@ def keeper(tmp_path):
 
 def test_a_new_install_is_asked_once(keeper):
     assert keeper.needs(S.Collecting) == "first_run"
-    keeper.record(agreed=None, asked=1)  # "no"
+    keeper.record(agreed=None, asked=V, by="prompt")  # "no"
     assert keeper.needs(S.Collecting) is None
-    assert keeper.get().asked_version == 1 and keeper.get().upload is False
+    assert keeper.get().asked_version == V and keeper.get().upload is False
+    assert keeper.get().by == "prompt"
 
 
 def test_a_no_is_not_asked_again_when_the_schema_grows(keeper):
-    keeper.record(agreed=None, asked=1)
+    keeper.record(agreed=None, asked=V, by="prompt")
     keeper.schema = current({TEST_SCHEMA_ENV: BUMP})
     assert keeper.needs(S.Collecting) is None
 
 
 def test_a_yes_is_asked_again_about_new_fields_only(keeper):
-    keeper.record(agreed=1, asked=1)
+    keeper.record(agreed=V, asked=V, by="prompt")
     assert keeper.needs(S.CollectingAndUploading) is None
     keeper.schema = current({TEST_SCHEMA_ENV: BUMP})
     assert keeper.needs(S.CollectingAndUploading) == "new_fields"
     described = keeper.describe(S.CollectingAndUploading)
-    assert described["left_out"][0] == "measurements[]" and described["agreed_version"] == 1
-    keeper.record(agreed=1, asked=2)  # "no" to the new fields: never asked again for 2
+    assert described["left_out"][0] == "measurements[]" and described["agreed_version"] == V
+    keeper.record(agreed=V, asked=V + 1, by="prompt")  # "no" to the new fields: not again
     assert keeper.needs(S.CollectingAndUploading) is None
     assert keeper.describe(S.CollectingAndUploading)["left_out"][0] == "measurements[]"
 
@@ -59,14 +61,24 @@ def test_a_yes_is_asked_again_about_new_fields_only(keeper):
 def test_uploading_without_a_record_counts_as_consent_to_version_1(keeper):
     assert keeper.agreed(S.CollectingAndUploading) == 1
     assert keeper.agreed(S.Collecting) is None
-    assert keeper.needs(S.CollectingAndUploading) is None
+    # so the fields schema 2 added are asked about, and left out until agreed
+    assert keeper.needs(S.CollectingAndUploading) == "new_fields"
+    assert "host.ram_gib" in keeper.describe(S.CollectingAndUploading)["left_out"]
 
 
 def test_status_changes_agree_and_withdraw(keeper):
-    keeper.status_changed(S.Collecting, S.CollectingAndUploading)
-    assert keeper.get().agreed_version == 1
-    keeper.status_changed(S.CollectingAndUploading, S.Collecting)
-    assert keeper.get().agreed_version is None and keeper.get().asked_version == 1
+    keeper.status_changed(S.Collecting, S.CollectingAndUploading, by="api")
+    assert (keeper.get().agreed_version, keeper.get().by) == (V, "api")
+    keeper.status_changed(S.CollectingAndUploading, S.Collecting, by="cli")
+    assert keeper.get().agreed_version is None and keeper.get().asked_version == V
+    assert keeper.describe(S.Collecting)["answered_by"] == "cli"
+
+
+def test_an_unknown_source_of_a_decision_is_refused(keeper):
+    with pytest.raises(ValueError, match="unknown consent source 'someone'"):
+        keeper.record(agreed=None, asked=V, by="someone")
+    keeper._store.set_setting("consent", {"agreed_version": V, "by": "hacker"})
+    assert keeper.get().by is None  # a garbled record names nobody
 
 
 def test_a_garbled_record_reads_as_none(keeper):
@@ -88,61 +100,64 @@ def measurement(service) -> dict:
 
 def test_yes_sets_uploading_and_no_goes_back_to_collecting(service_factory):
     service = service_factory()
-    state = service.set_consent(1, True, False, False)
+    state = service.set_consent(V, True, False, False)
     assert state["name"] == "CollectingAndUploading"
-    assert state["consent"]["agreed_version"] == 1 and state["consent"]["needs"] is None
-    state = service.set_consent(1, False, False, False)
+    assert state["consent"]["agreed_version"] == V and state["consent"]["needs"] is None
+    assert state["consent"]["answered_by"] == "prompt"
+    state = service.set_consent(V, False, False, False)
     assert state["name"] == "Collecting" and state["consent"]["agreed_version"] is None
-    assert service.store.outbox_pending("deletion")  # leaving uploads asks for deletion
+    assert state["consent"]["answered_by"] == "prompt"
+    # nothing was sent (no upload_url): nothing to ask a collector to delete
+    assert service.store.outbox_pending("deletion") == []
 
 
 def test_dry_run_and_refusals_record_nothing(service_factory, monkeypatch):
     service = service_factory()
-    assert service.set_consent(1, True, False, True)["consent"]["needs"] == "first_run"
-    with pytest.raises(ValueError, match="schema is version 1"):
-        service.set_consent(2, True, False, False)
+    assert service.set_consent(V, True, False, True)["consent"]["needs"] == "first_run"
+    with pytest.raises(ValueError, match=f"schema is version {V}"):
+        service.set_consent(V + 1, True, False, False)
     with pytest.raises(ValueError):
         service.set_consent(True, True, False, False)  # a bool is not a version
     service_factory.stop(service)
     service = service_factory(max_status="Collecting")
     assert service.get_status()["consent"]["upload_allowed"] is False
     with pytest.raises(PolicyError):
-        service.set_consent(1, True, False, False)
+        service.set_consent(V, True, False, False)
     assert service.get_status()["consent"]["needs"] == "first_run"
     service_factory.stop(service)
     monkeypatch.setenv("DO_NOT_TRACK", "1")
     service = service_factory()
     with pytest.raises(killswitch.KillSwitchOn):
-        service.set_consent(1, True, False, False)
-    assert service.set_consent(1, False, False, False)["consent"]["asked_version"] == 1
+        service.set_consent(V, True, False, False)
+    assert service.set_consent(V, False, False, False)["consent"]["asked_version"] == V
 
 
 def test_a_schema_bump_leaves_new_fields_out_of_uploads_until_agreed(service_factory, monkeypatch):
     service = service_factory(upload_interval_s=1)
-    service.set_consent(1, True, False, False)
+    service.set_consent(V, True, False, False)
     service_factory.stop(service)
-    monkeypatch.setenv(TEST_SCHEMA_ENV, BUMP)  # an upgrade whose schema 2 adds measurements
+    monkeypatch.setenv(TEST_SCHEMA_ENV, BUMP)  # an upgrade whose next schema adds measurements
     service = service_factory(upload_interval_s=1)
     state = service.get_status()["consent"]
     assert (state["needs"], state["schema_version"], state["agreed_version"]) == (
-        "new_fields", 2, 1,
+        "new_fields", V + 1, V,
     )  # fmt: skip
     poll(service)
     assert measurement(service)["stored"] == 1
     shown = json.loads(service.get_report())  # what the next upload would hold
-    assert "measurements" not in shown and shown["schema_version"] == 1 and shown["sessions"]
+    assert "measurements" not in shown and shown["schema_version"] == V and shown["sessions"]
     first = service.outbox.close_period()
     body = json.loads(service.store.outbox_get(first).body)
     assert "measurements" not in body and body["devices"]
 
-    service.set_consent(2, False, True, False)  # "no" to the new fields: never asked again
+    service.set_consent(V + 1, False, True, False)  # "no" to the new fields: not asked again
     assert service.get_status()["consent"]["needs"] is None
     assert service.keeper.current == S.CollectingAndUploading  # still uploading the old ones
 
-    service.set_consent(2, True, True, False)  # then "yes"
+    service.set_consent(V + 1, True, True, False)  # then "yes"
     assert measurement(service)["stored"] == 1
     shown = json.loads(service.get_report())
-    assert shown["measurements"][0]["type"] == "Counter" and shown["schema_version"] == 2
+    assert shown["measurements"][0]["type"] == "Counter" and shown["schema_version"] == V + 1
     second = service.outbox.close_period()
     assert json.loads(service.store.outbox_get(second).body)["measurements"]
 

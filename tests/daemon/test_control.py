@@ -49,7 +49,8 @@ class FakeController:
             "since": "2024-01-02T03:04:05.000Z",
         }
 
-    def set_status(self, status, persistent):
+    def set_status(self, status, persistent, origin="api"):
+        self.origin = origin
         self._enter("set_status", status, persistent)
         self.status, self.persistent = status, persistent
         return self.get_status()
@@ -58,7 +59,8 @@ class FakeController:
         self._enter("get_report")
         return json.dumps({"status": int(self.status), "sessions": []})
 
-    def list_devices(self):
+    def list_devices(self, calibration=False):
+        self.calibration_asked = calibration
         self._enter("devices")
         return [{"device_id": "ab" * 32, "model": "Time Tagger Ultra"}]
 
@@ -174,6 +176,15 @@ def test_invalid_status_is_a_value_error_listing_allowed_values(server, controll
 @pytest.mark.parametrize(
     ("msg", "expected"),
     [
+        (
+            {"op": "set_status", "status": 1, "persistent": True, "origin": "prompt"},
+            "argument 'origin' of op 'set_status' must be 'api' or 'cli'",
+        ),
+        (
+            {"op": "set_status", "status": 1, "persistent": True, "origin": 1},
+            "argument 'origin' of op 'set_status' must be 'api' or 'cli'",
+        ),
+        ({"op": "devices", "calibration": "yes"}, "argument 'calibration' of op 'devices'"),
         ({}, 'no "op"'),
         ({"op": "reboot"}, "unknown op 'reboot'"),
         ({"op": 5}, "unknown op 5"),

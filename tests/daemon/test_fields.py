@@ -31,9 +31,19 @@ def test_registry_and_data_md_since_column_agree_both_ways():
     assert documented == fields.REPORT_FIELDS
 
 
-def test_the_real_schema_is_version_1_with_every_field_since_1():
-    assert SCHEMA_VERSION == 1 and fields.REAL.version == 1
-    assert set(fields.REPORT_FIELDS.values()) == {1}
+def test_the_real_schema_is_version_2_and_no_field_is_newer():
+    assert SCHEMA_VERSION == 2 and fields.REAL.version == 2
+    assert set(fields.REPORT_FIELDS.values()) == {1, 2}
+
+
+def test_a_version_1_consent_uploads_only_fields_of_version_1():
+    # What a user who agreed before schema 2 keeps sending: none of the new host fields,
+    # no calibration summary, no daemon counters.
+    kept = fields.REAL.filter(example_report(fields.REAL), 1)
+    assert kept["schema_version"] == 1
+    assert kept["host"] == {"cpu": {"brand": "Intel(R) Core(TM) i7-12700"}}
+    assert "calibration" not in kept["devices"][0] and "daemon" not in kept
+    assert kept["devices"][0]["configuration"] and kept["sessions"]
 
 
 def test_every_field_the_builder_makes_is_registered(tmp_path):
@@ -49,20 +59,21 @@ def test_the_filter_keeps_a_whole_current_report(tmp_path):
     seed(store)
     full = report(store)
     store.close()
-    assert fields.REAL.filter(full, 1) == full
+    assert fields.REAL.filter(full, fields.REAL.version) == full
 
 
 def test_a_newer_field_and_its_parts_are_left_out_and_the_version_says_so():
+    v = fields.REAL.version
     schema = fields.current({fields.TEST_SCHEMA_ENV: json.dumps(
-        {"version": 2, "since": {"measurements[]": 2, "host.cpu.flags": 2}}
+        {"version": v + 1, "since": {"measurements[]": v + 1, "host.cpu.brand": v + 1}}
     )})  # fmt: skip
-    assert schema.since["measurements[].config"] == 2  # parts are as new as their parent
+    assert schema.since["measurements[].config"] == v + 1  # parts are as new as their parent
     r = example_report(fields.REAL)
-    kept = schema.filter(r, 1)
-    assert "measurements" not in kept and "flags" not in kept["host"]["cpu"]
-    assert kept["schema_version"] == 1 and kept["sessions"] == r["sessions"]
-    assert schema.filter(r, 2)["measurements"] == r["measurements"]
-    assert schema.new_fields(1)[:2] == ["host.cpu.flags", "measurements[]"]
+    kept = schema.filter(r, v)
+    assert "measurements" not in kept and "brand" not in kept["host"]["cpu"]
+    assert kept["schema_version"] == v and kept["sessions"] == r["sessions"]
+    assert schema.filter(r, v + 1)["measurements"] == r["measurements"]
+    assert schema.new_fields(v)[:2] == ["host.cpu.brand", "measurements[]"]
 
 
 def test_unknown_fields_are_never_uploaded_but_opaque_subtrees_are_kept_whole():
@@ -70,7 +81,7 @@ def test_unknown_fields_are_never_uploaded_but_opaque_subtrees_are_kept_whole():
     r["surprise"] = {"secret": 1}
     r["devices"][0]["extra"] = "x"
     r["devices"][0]["configuration"]["any_key"] = 5
-    kept = fields.REAL.filter(r, 1)
+    kept = fields.REAL.filter(r, fields.REAL.version)
     assert "surprise" not in kept and "extra" not in kept["devices"][0]
     assert kept["devices"][0]["configuration"]["any_key"] == 5
 
@@ -81,10 +92,12 @@ def test_unknown_fields_are_never_uploaded_but_opaque_subtrees_are_kept_whole():
         "not json",
         '{"since": {}}',
         '{"version": 0}',
-        '{"version": 2, "since": {"nope": 2}}',
-        '{"version": 2, "since": {"host": 3}}',
-        '{"version": 2, "since": {"host": 0}}',
-        '{"version": 2, "since": {"host": "2"}}',
+        '{"version": 1}',
+        '{"version": 3, "since": {"nope": 3}}',
+        '{"version": 3, "since": {"host": 4}}',
+        '{"version": 3, "since": {"host": 0}}',
+        '{"version": 3, "since": {"host": "3"}}',
+        '{"version": 3, "since": {"host.ram_gib": 1}}',
         "[1]",
     ],
 )

@@ -23,7 +23,8 @@ def test_error_class_names_only():
     for name in ("ValueError", "TimeTaggerError", "mod.Outer.Inner", "_Private", "E" + "x" * 80):
         assert schema.error_class(name) == name
     bad = ("No such file: /home/alice/x", "ValueError: boom", "1abc", "", "E" + "x" * 81,
-           "Err_1740000JEH", "x.1809000LGG", None, 42, "Größe")  # fmt: skip
+           "Err_1740000JEH", "x.1809000LGG", "err1740000jeh", "Ref2066wiiu2vError", None, 42,
+           "Größe")  # fmt: skip
     for name in bad:
         assert schema.error_class(name) == "Exception", name
 

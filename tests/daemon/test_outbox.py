@@ -29,6 +29,12 @@ def make(store, clock, status=S.Collecting, **config) -> tuple[Outbox, StatusKee
     return outbox, keeper
 
 
+def deliver(store, clock, report_id) -> None:
+    """As the uploader records a 2xx answer."""
+    attempt = UploadAttempt(clock.now, report_id, 1, "delivered", 201)
+    store.outbox_record(attempt, "delivered", attempts=1, delivered_at=clock.now)
+
+
 def switch(outbox, keeper, status) -> None:
     old = keeper.set(status, persistent=True)
     outbox.status_changed(old, status)
@@ -100,20 +106,45 @@ def test_opting_out_cancels_queues_one_deletion_and_rotates_the_user(store, cloc
     old_user = keeper.user_id
     session(store, "s", clock.now, 2)
     clock.advance(3600)
+    sent = outbox.close_period()
+    deliver(store, clock, sent)  # one report of this user id reached a collector
+    session(store, "t", clock.now, 2)
+    clock.advance(3600)
     queued = outbox.close_period()
     switch(outbox, keeper, S.Disabled)
     assert store.outbox_get(queued).state == "cancelled"
     (deletion,) = store.outbox_pending()
     assert deletion.kind == "deletion" and deletion.quota_exempt
     assert json.loads(deletion.body) == {
-        "schema_version": 1, "kind": "deletion", "report_id": deletion.report_id,
-        "generated_at": "2026-03-01T13:00:00.000Z", "user_id": old_user,
+        "schema_version": 2, "kind": "deletion", "report_id": deletion.report_id,
+        "generated_at": "2026-03-01T14:00:00.000Z", "user_id": old_user,
     }  # fmt: skip
     assert keeper.user_id != old_user and outbox.period_start() is None
     assert outbox.sendable_kinds() == ("deletion",)  # deletions go out even when Disabled
     assert outbox.next_to_send().report_id == deletion.report_id
     results = [(a.report_id, a.result) for a in store.upload_audit()]
-    assert results == [(queued, "cancelled")]
+    assert results == [(sent, "delivered"), (queued, "cancelled")]
+
+
+def test_opting_out_asks_no_deletion_when_nothing_left_the_computer(store, clock):
+    outbox, keeper = make(store, clock, S.CollectingAndUploading)  # no upload_url at all
+    old_user = keeper.user_id
+    session(store, "s", clock.now, 2)
+    clock.advance(3600)
+    queued = outbox.close_period()
+    switch(outbox, keeper, S.Collecting)
+    assert store.outbox_get(queued).state == "cancelled" and store.outbox_pending() == []
+    assert keeper.user_id != old_user
+
+
+def test_a_report_that_may_be_on_the_wire_counts_as_left(store, clock):
+    outbox, keeper = make(store, clock, S.CollectingAndUploading)
+    outbox.sending_configured = lambda: True  # an uploader with a collector to send to
+    session(store, "s", clock.now, 2)
+    clock.advance(3600)
+    outbox.close_period()  # due now: the upload thread may be sending it
+    switch(outbox, keeper, S.Collecting)
+    assert [e.kind for e in store.outbox_pending()] == ["deletion"]
 
 
 def test_re_entering_status_2_starts_a_fresh_period(store, clock):
@@ -168,9 +199,13 @@ def test_limits_drop_the_oldest_usage_reports_never_deletions(store, clock):
     size = store.outbox_get(ids[-1]).size_bytes
     outbox.reconfigure(dataclasses.replace(outbox._config, outbox_max_bytes=2 * size + 10))
     assert outbox.enforce_limits() == 1
+    deliver(store, clock, ids[-1])
     switch(outbox, keeper, S.Collecting)
-    for _ in range(5):  # deletions are exempt from both limits
+    for i in range(5):  # deletions are exempt from both limits
         switch(outbox, keeper, S.CollectingAndUploading)
+        session(store, f"u{i}", clock.now, 2)
+        clock.advance(3600)
+        deliver(store, clock, outbox.close_period())
         switch(outbox, keeper, S.Collecting)
     assert len(store.outbox_pending("deletion")) == 6
 

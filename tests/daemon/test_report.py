@@ -1,5 +1,6 @@
 """The report: valid when empty, complete, and every field documented in DATA.md."""
 
+import dataclasses
 import datetime as dt
 import json
 import re
@@ -7,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tagstat import calibration
+from tagstat.example_report import HOST
 from tagstat.fields import OPAQUE  # documented as a whole, not key by key
-from tagstat.hostinfo import HostInfo
 from tagstat.measurement_data import MeasurementEvent
 from tagstat.records import DeviceRecord, SessionRecord
 from tagstat.report import build_report, report_json
@@ -17,7 +19,8 @@ from tagstat.store import Store
 
 DATA_MD = Path(__file__).parents[2] / "docs" / "DATA.md"
 T0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
-HOST = HostInfo("AMD EPYC", ("avx2", "sse4_2"), 2, 1, 24 * 2**30, "Linux 6.1", "3.11.2", "0.1.0")
+CALIBRATION = {"calibration date": "2025-11-04", "status": "OK",
+               "channels": {"1": {"delay ps": 1010}, "2": {"delay ps": 1190}}}  # fmt: skip
 
 
 def field_paths(obj, prefix=""):
@@ -42,8 +45,8 @@ def store(tmp_path):
 
 def seed(store):
     store.upsert_device(DeviceRecord("ab" * 8, "Time Tagger Ultra", "[serial:abababab]", "super",
-                                     "1.30", {"delay": [1, 2]}, {"resolution": "HighResA"},
-                                     T0, T0))  # fmt: skip
+                                     "1.30", CALIBRATION, {"resolution": "HighResA"}, T0, T0,
+                                     calibration.summarize(CALIBRATION, 0), 1, 1))  # fmt: skip
     store.save_session(SessionRecord(
         "s1", "ab" * 8, 1, T0, T0 + dt.timedelta(seconds=100), 100.0, 10**10, 10**9, 5e7, 2e8,
         "super", {"fpga sensors": {"temp": 40.0}}, False, "idle", "x", 0, 0, 0, T0,
@@ -51,7 +54,7 @@ def seed(store):
     store.record_sensors("ab" * 8, T0, 1, {"fpga sensors/temp": 40.0})
     store.record_sensors("ab" * 8, T0 + dt.timedelta(hours=2), 1, {"fpga sensors/temp": 44.0})
     store.record_message("ab" * 8, "warning", "overflow", T0, 1)
-    store.record_message("daemon", "error", "usb scan failed", T0, 1)
+    store.record_daemon_counts(T0, 1, {"read_errors": 3, "log_warnings": 4})
     event = MeasurementEvent("Correlation", T0, T0 + dt.timedelta(seconds=2), 2.0, "ValueError",
                              {"binwidth": 1000}, {"events_processed": 5})  # fmt: skip
     store.record_measurements([(event, 1)], T0)
@@ -66,7 +69,8 @@ def report(store, **kw):
 def test_empty_report_is_valid_json_with_empty_lists(store):
     r = json.loads(report_json(report(store)))
     assert r["devices"] == [] and r["sessions"] == [] and r["messages"] == []
-    assert r["schema_version"] == 1 and r["period"]["start"] is None
+    assert r["schema_version"] == 2 and r["period"]["start"] is None
+    assert r["daemon"] == {"read_errors": 0, "scan_errors": 0, "log_warnings": 0, "log_errors": 0}
 
 
 def test_report_contents(store):
@@ -77,13 +81,33 @@ def test_report_contents(store):
     assert s["duration_s"] == 100.0 and s["bytes"] == 10**10
     (d,) = r["devices"]
     assert d["sensors"]["fpga sensors/temp"] == {"last": 44.0, "min": 40.0, "max": 44.0}
-    assert {m["source"] for m in r["messages"]} == {"device", "daemon"}
-    assert r["host"]["cpu"]["cores"] >= 1 and r["host"]["ram_bytes"] > 0
+    assert r["messages"] == [{"device_id": "ab" * 8, "level": "warning", "text": "overflow",
+                              "count": 1, "first_seen": "2026-03-01T00:00:00.000Z",
+                              "last_seen": "2026-03-01T00:00:00.000Z"}]  # fmt: skip
+    assert r["daemon"] == {"read_errors": 3, "scan_errors": 0, "log_warnings": 4, "log_errors": 0}
+    assert r["host"]["cpu"]["logical_processors"] == 20 and r["host"]["ram_gib"] == 32
+    # the calibration table stays here; the report has its summary (2025-11-04 is 117 days
+    # before the report: 90 in steps of 30)
+    assert d["calibration"] == {"status": "OK", "age_days": 90, "channels": 2,
+                                "quantities": {"delay ps": {"median": 1000}}}  # fmt: skip
+    assert "1010" not in report_json(r) and "1190" not in report_json(r)
 
 
 def test_upload_view_leaves_out_data_collected_before_consent(store):
     seed(store)
-    assert report(store, min_status=2)["sessions"] == []
+    r = report(store, min_status=2, since=T0 - dt.timedelta(hours=1))
+    assert r["sessions"] == [] and r["messages"] == [] and r["measurements"] == []
+    (d,) = r["devices"]  # seen in the period, but its documents were read under status 1
+    assert d["calibration"] is None and d["configuration"] is None and d["sensors"] == {}
+    assert r["daemon"]["read_errors"] == 0
+
+
+def test_a_device_first_seen_before_the_period_is_shown_from_the_period_start(store):
+    seed(store)
+    since = T0 + dt.timedelta(minutes=30)
+    store.upsert_device(dataclasses.replace(store.devices()[0], last_seen=since))
+    (d,) = report(store, since=since)["devices"]
+    assert d["first_seen"] == "2026-03-01T00:30:00.000Z"
 
 
 def test_every_report_field_is_documented():

@@ -258,9 +258,13 @@ def test_prune_by_age_never_removes_open_sessions(store):
     store.record_sensors("d", at(24 * 60 * 3), 1, {"t": 2.0})
     store.record_message("d", "info", "old", at(1), 1)
     store.record_message("d", "info", "new", at(24 * 60 * 3), 1)
+    store.record_daemon_counts(at(1), 1, {"read_errors": 5, "log_errors": 0})
+    store.record_daemon_counts(at(24 * 60 * 3), 1, {"read_errors": 2})
     now = at(24 * 60 * 3 + 60)
     removed = store.prune(now, max_age_s=2 * 86400, max_bytes=10**9, max_messages=1000)
-    assert removed == {"sessions": 1, "sensor_buckets": 1, "messages": 1, "measurements": 0}
+    assert removed == {"sessions": 1, "sensor_buckets": 1, "messages": 1, "measurements": 0,
+                       "daemon_counters": 1}  # fmt: skip
+    assert store.daemon_counts() == {"read_errors": 2}
     assert store.sessions() == [old_open, new_closed]
     assert store.sensor_summary("d") == [SensorStat("t", 2.0, 2.0, 2.0, at(24 * 60 * 3))]
     assert [m.text for m in store.messages()] == ["new"]
@@ -296,7 +300,8 @@ def test_prune_by_size_shrinks_file_and_keeps_newest(store):
 def test_prune_reports_when_limit_cannot_be_met(store, caplog):
     store.save_session(session(0, open=True, end_reason=None))
     removed = store.prune(at(10), max_age_s=1e9, max_bytes=1, max_messages=10)
-    assert removed == {"sessions": 0, "sensor_buckets": 0, "messages": 0, "measurements": 0}
+    assert removed == {"sessions": 0, "sensor_buckets": 0, "messages": 0, "measurements": 0,
+                       "daemon_counters": 0}  # fmt: skip
     assert "nothing left to prune" in caplog.text
     assert len(store.open_sessions()) == 1
 

@@ -6,6 +6,7 @@ import signal
 import pytest
 
 from tagstat.clock import parse_iso
+from tagstat.fields import REAL
 
 pytestmark = pytest.mark.e2e
 
@@ -114,7 +115,7 @@ def test_empty_report_is_valid(home, daemons, write_scenario):
                                            "usb_speed": "high", "rate": [[0, 0]]}])  # fmt: skip
     d = daemons(sc).start()
     report = d.report()
-    assert report["schema_version"] == 1 and report["sessions"] == []
+    assert report["schema_version"] == REAL.version and report["sessions"] == []
     assert report["status"] == "Collecting" and len(report["user_id"]) == 36
     assert d.stop() == 0
 

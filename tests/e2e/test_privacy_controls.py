@@ -22,7 +22,7 @@ import pytest
 from conftest import _clean_environ, wait_for
 
 from tagstat.clock import parse_iso
-from tagstat.fields import TEST_SCHEMA_ENV
+from tagstat.fields import REAL, TEST_SCHEMA_ENV
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +36,8 @@ FAST = {
 # Nothing can be waited on for an absence: under a switch the daemon is watched this long,
 # 8 poll intervals and 2 upload periods, in which an unswitched one collects and uploads.
 QUIET_WINDOW_S = 2.0
-BUMP = json.dumps({"version": 2, "since": {"measurements[]": 2}})
+V = REAL.version  # this tagstat's report schema
+BUMP = json.dumps({"version": V + 1, "since": {"measurements[]": V + 1}})
 SWITCHES = [
     ("DO_NOT_TRACK", {"DO_NOT_TRACK": "1"}),
     ("TAGSTAT_DISABLE", {"TAGSTAT_DISABLE": "1"}),
@@ -190,7 +191,8 @@ def test_the_first_interactive_run_asks_and_a_yes_is_kept(home, daemons):
     assert rc == 0 and "Recorded: uploads are on" in out and "DEVICE" in out, out
     shown = status(home)
     assert shown["name"] == "CollectingAndUploading"
-    assert (shown["consent"]["agreed_version"], shown["consent"]["asked_version"]) == (1, 1)
+    assert (shown["consent"]["agreed_version"], shown["consent"]["asked_version"]) == (V, V)
+    assert shown["consent"]["answered_by"] == "prompt"
     rc, out = Terminal(home, "devices").finish()
     assert rc == 0 and "[y/N]" not in out and "DEVICE" in out  # never asked again
 
@@ -202,7 +204,7 @@ def test_the_default_answer_is_no_and_is_kept_too(home, daemons):
     term.send("")
     rc, out = term.finish()
     assert rc == 0 and "nothing will be uploaded" in out and "status: Collecting" in out
-    assert status(home)["consent"]["asked_version"] == 1
+    assert status(home)["consent"]["asked_version"] == V
     rc, out = Terminal(home, "sessions").finish()
     assert rc == 0 and "[y/N]" not in out
 
@@ -249,22 +251,22 @@ def test_a_schema_bump_asks_about_new_fields_only_and_uploads_leave_them_out(
 ):
     upload = {**FAST, "TAGSTAT_UPLOAD_URL": collector.url}
     d = daemons(env=upload).start()
-    cli(home, "status", "collecting-and-uploading")  # consent to schema 1
-    assert status(home)["consent"]["agreed_version"] == 1
+    cli(home, "status", "collecting-and-uploading")  # consent to this schema
+    assert status(home)["consent"]["agreed_version"] == V
     d.stop()
-    bumped = {**upload, TEST_SCHEMA_ENV: BUMP}  # an upgrade: schema 2 adds measurements[]
+    bumped = {**upload, TEST_SCHEMA_ENV: BUMP}  # an upgrade: the next schema adds measurements
     bumped_at = dt.datetime.now(dt.UTC)
     daemons(env=bumped).start()
     env = cli_env(**{TEST_SCHEMA_ENV: BUMP})
     text = cli(home, "status", env=env).stdout
     assert "new fields that need consent" in text and "measurements[]" in text, text
 
-    def made_after_the_bump():  # reports queued before it hold schema 1 and go out as made
+    def made_after_the_bump():  # reports queued before it hold schema V and go out as made
         bodies = [json.loads(collector.body(r["report_id"])) for r in collector.reports()]
         return [b for b in bodies if parse_iso(b["generated_at"]) > bumped_at]
 
     sent = wait_for(made_after_the_bump, "a report made after the bump to arrive")[0]
-    assert "measurements" not in sent and sent["schema_version"] == 1 and sent["devices"]
+    assert "measurements" not in sent and sent["schema_version"] == V and sent["devices"]
     assert "measurements" not in json.loads(cli(home, "report", "--json").stdout)
 
     term = Terminal(home, "devices", env=env)
@@ -276,7 +278,7 @@ def test_a_schema_bump_asks_about_new_fields_only_and_uploads_leave_them_out(
     assert rc == 0 and "the new fields stay left out" in out, out
     assert status(home, env)["name"] == "CollectingAndUploading"
     rc, out = Terminal(home, "devices", env=env).finish()
-    assert "[y/N]" not in out  # not asked twice for schema 2
+    assert "[y/N]" not in out  # not asked twice for the new schema
 
     term = Terminal(home, "setup", env=env)  # asked on request, new fields only
     term.expect("Upload these new fields too? [y/N]")
@@ -284,4 +286,4 @@ def test_a_schema_bump_asks_about_new_fields_only_and_uploads_leave_them_out(
     rc, out = term.finish()
     assert rc == 0 and "the new fields will be uploaded" in out, out
     report = json.loads(cli(home, "report", "--json").stdout)
-    assert "measurements" in report and report["schema_version"] == 2
+    assert "measurements" in report and report["schema_version"] == V + 1

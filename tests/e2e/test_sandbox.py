@@ -49,5 +49,7 @@ def test_tagstatd_runs_with_memory_deny_write_execute(home, daemons, write_scena
     assert devices[0]["model"] == "Time Tagger Ultra"
     report = d.wait_until(lambda: (r := d.report()).get("host") and r, what="host information")
     host = report["host"]  # probed under MDWE: a fresh home has no cached copy
-    assert host["cpu"]["cores"] >= 1 and host["cpu"]["brand"] and host["ram_bytes"] > 0
+    cpu = host["cpu"]
+    assert cpu["logical_processors"] >= 1 and cpu["brand"] and host["ram_gib"] >= 1
+    assert len(cpu["isa_features"]) == 15 and host["os"]["family"] == "Linux"
     assert d.stop() == 0

@@ -180,7 +180,7 @@ def test_policy_cap_at_start_up_via_api_and_cli(home, daemons, write_scenario, r
     assert run_cli(home, "status", "disabled").returncode == 0  # below the cap is fine
     assert second.stop() == 0
     reasons = [r["reason"] for r in rows(home, "SELECT reason FROM status_changes ORDER BY id")]
-    assert reasons == ["install", "api", "policy", "api"]
+    assert reasons == ["install", "api", "policy", "cli"]  # who changed it
 
 
 # -- hostile clients ------------------------------------------------------------
