@@ -6,7 +6,8 @@ information, the USB discovery (real libusb, or a simulated Time Tagger with
 it (arguments, signals, the control socket) is ``tagstat.tagstatd``.
 ``Service`` runs the loop, which waits on a stop event so that SIGTERM and
 SIGINT end it promptly, and implements the
-controller that the control socket dispatches to. Under systemd it reports
+controller that the control socket dispatches to (changing the status, with
+its consent boundary, is ``tagstat.status_control``). Under systemd it reports
 readiness after the first poll, a status line and watchdog pings (sd_notify);
 SIGHUP reloads the configuration in the loop's own thread. The clock, the
 paths and the USB backend are injectable.
@@ -24,11 +25,11 @@ from tagstat.clock import Clock, iso
 from tagstat.config import FIELDS, Config, load_config
 from tagstat.consent import ConsentKeeper
 from tagstat.daemon_counters import DaemonCounters, LogCounter
-from tagstat.errors import ConfigError, PolicyError, TagstatError
+from tagstat.errors import ConfigError, TagstatError
 from tagstat.export import Exports
 from tagstat.fields import current as current_schema
 from tagstat.hostinfo import HostInfoCache
-from tagstat.killswitch import daemon_switch, refusal
+from tagstat.killswitch import daemon_switch
 from tagstat.masking import Masker, load_or_create_secret
 from tagstat.outbox import Outbox
 from tagstat.paths import Paths
@@ -37,6 +38,7 @@ from tagstat.recorder import Recorder
 from tagstat.report import build_report, report_json, session_entry
 from tagstat.sdnotify import Notifier
 from tagstat.status import UsageStatisticsStatus
+from tagstat.status_control import StatusControl
 from tagstat.status_keeper import StatusKeeper
 from tagstat.store import Store
 from tagstat.uploader import Uploader
@@ -64,7 +66,7 @@ class MessageCursors:
 
 
 @dataclasses.dataclass
-class Service:
+class Service(StatusControl):
     config: Config
     paths: Paths
     clock: Clock
@@ -207,66 +209,6 @@ class Service:
             result["consent"] = self.consent_state()
         return result
 
-    def set_status(self, status, persistent: bool, origin: str = "api") -> dict:
-        """Set the status; ``origin`` says who asked ("api", "cli", "prompt"), for the record."""
-        status = UsageStatisticsStatus.parse(status)
-        if self.keeper.forced_by is not None and status != UsageStatisticsStatus.Disabled:
-            raise refusal(self.keeper.forced_by, status.name)  # stored, it would be a surprise
-        cap = UsageStatisticsStatus.parse(self.config.max_status)
-        if status > cap:
-            raise PolicyError(
-                f"status {status.name} is above this site's cap {cap.name} "
-                f"(max_status in the tagstat configuration); ask the lab's admin"
-            )
-        with self.lock:
-            self._switch(
-                status, lambda at: self.keeper.set(status, persistent, reason=origin, at=at),
-                origin,
-            )  # fmt: skip
-            return self.keeper.describe()
-
-    def _switch(self, target, change, origin: str) -> None:
-        """Change the stored status to ``target`` with ``change(at)`` at one instant ``at``.
-
-        The consent boundary (docs/DATA.md): if tagstatd is collecting, every device is
-        read first, under the status in force, so the poll interval that ends at the
-        switch is counted under the status it was measured in; ``at`` is that reading's
-        stamp, and what is measured from it on belongs to the new status. Before the
-        first poll there is nothing to read (a status above ``max_status`` at start is
-        lowered before anything is collected under it).
-        """
-        old = self.keeper.current
-        since_mono = self.clock.monotonic()
-        collecting = self.keeper.effective != UsageStatisticsStatus.Disabled
-        if target != old and collecting and self.polls > 0:
-            at = self.poll_once()
-            self.counters.flush(self.store, at)  # counts until now belong to the old status
-        else:
-            at = self.clock.utc_now()
-        change(at)
-        self._status_changed(old, self.keeper.current, at, since_mono, origin)
-
-    def _status_changed(self, old, status, at: dt.datetime, since_mono: float, origin) -> None:
-        if status == old:
-            return
-        log.info("status changed from %s to %s (%s)", old.name, status.name, origin)
-        if self.consent is not None:
-            self.consent.status_changed(old, status, by=origin, at=at)
-        if status == UsageStatisticsStatus.Disabled:
-            self.recorder.close_all("disabled", forget=True)
-            self.poller.forget_all()
-        else:
-            # Baselines older than the switch reading are dropped (a device whose reading
-            # failed just now), and sensors, calibration and configuration are read again
-            # at the next poll: nothing measured before the switch goes into a session,
-            # a sensor summary or a device document of the new status.
-            self.recorder.status_changed("status_change", since_mono)
-            self.poller.read_all_documents()
-            self.hostinfo.start()
-        if self.outbox is not None:  # after close_all: sessions end under the old status
-            self.outbox.status_changed(old, status, at=at)
-            self.uploader.wake()
-
     def get_report(self) -> str:
         host = self.hostinfo.get(timeout_s=2.0)
         with self.lock:
@@ -408,86 +350,7 @@ class Service:
         self.outbox.reconfigure(new)
         self.uploader.reconfigure(new)
 
-    # -- kill switches and consent (tagstat.killswitch, tagstat.consent) -----
-
-    def apply_kill_switches(self) -> None:
-        """Look at the environment and allow_in_ci again (at start and on reload)."""
-        with self.lock:
-            before, was = self.keeper.effective, self.keeper.forced_by
-            now = daemon_switch(self.environ, allow_in_ci=self.config.allow_in_ci)
-            self.keeper.forced_by = now
-            if now is not None and now != was:
-                log.warning("status Disabled, %s; the stored status %s is kept", now.reason(),
-                            self.keeper.current.name)  # fmt: skip
-            elif was is not None and now is None:
-                log.info("kill switch lifted: status %s again", self.keeper.current.name)
-            if self.keeper.effective == before:
-                return
-            if self.keeper.effective == UsageStatisticsStatus.Disabled:
-                self.recorder.close_all("disabled", forget=True)
-                self.poller.forget_all()
-            else:
-                self.hostinfo.start()
-                if self.outbox is not None:
-                    self.outbox.start()
-        if self.uploader is not None:
-            self.uploader.wake()
-
-    def consent_state(self) -> dict:
-        state = self.consent.describe(self.keeper.current)
-        cap = UsageStatisticsStatus.parse(self.config.max_status)
-        state["upload_allowed"] = cap == UsageStatisticsStatus.CollectingAndUploading
-        return state
-
-    def set_consent(self, version: int, upload: bool, new_fields: bool, dry_run: bool) -> dict:
-        """Record an answer to the consent question about report schema ``version``.
-
-        "yes" agrees to upload that schema's fields and sets CollectingAndUploading;
-        "no" to the whole question leaves (or keeps out of) it; "no" to new fields
-        only keeps uploading the fields agreed before. ``dry_run`` checks, records nothing.
-        """
-        schema = self.consent.schema
-        if isinstance(version, bool) or version != schema.version:
-            raise ValueError(
-                f"tagstatd's report schema is version {schema.version}, the answer was about "
-                f"{version!r}; restart tagstatd after upgrading tagstat"
-            )
-        uploading = UsageStatisticsStatus.CollectingAndUploading
-        with self.lock:
-            if upload and self.keeper.forced_by is not None:
-                raise refusal(self.keeper.forced_by, uploading.name)
-            if dry_run:
-                return self.get_status()
-            if upload:
-                if self.keeper.current != uploading or self.keeper.is_temporary:
-                    self.set_status(uploading, persistent=True, origin="prompt")
-                self.consent.record(agreed=version, asked=version, by="prompt")
-            elif new_fields and self.keeper.current == uploading:
-                agreed = self.consent.agreed(self.keeper.current)
-                self.consent.record(agreed=agreed, asked=version, by="prompt")
-            else:
-                if self.keeper.current == uploading:
-                    self.set_status(UsageStatisticsStatus.Collecting, persistent=True,
-                                    origin="prompt")  # fmt: skip
-                self.consent.record(agreed=None, asked=version, by="prompt")
-            log.info("consent recorded for report schema %d: upload %s%s", version,
-                     "yes" if upload else "no", " (new fields)" if new_fields else "")  # fmt: skip
-            return self.get_status()
-
-    # -- policy and reload (systemd's ExecReload sends SIGHUP) ---------------
-
-    def enforce_status_cap(self) -> None:
-        """Lower a status above ``max_status`` to it (recorded with reason "policy")."""
-        cap = UsageStatisticsStatus.parse(self.config.max_status)
-        with self.lock:
-            if self.keeper.current <= cap and not self.keeper.is_temporary:
-                return
-            old = self.keeper.current
-            self._switch(min(old, cap), lambda at: self.keeper.lower_to(cap, "policy", at=at),
-                         "policy")  # fmt: skip
-            if self.keeper.current != old:
-                log.warning("status lowered from %s to %s: max_status is %s",
-                            old.name, self.keeper.current.name, cap.name)  # fmt: skip
+    # -- reload (systemd's ExecReload sends SIGHUP) ---------------------------
 
     def reload(self) -> bool:
         """Re-read the configuration and apply it; an invalid one is logged and ignored."""
