@@ -22,6 +22,23 @@ class Clock:
         return self.utc_now() - dt.timedelta(seconds=now_mono - monotonic_s)
 
 
+class ManualClock(Clock):
+    """Time that moves only when told: ``t`` is POSIX seconds, for both clocks. The
+    example report's simulated run uses it, and so do tests and benchmarks."""
+
+    def __init__(self, start: dt.datetime):
+        self.t = start.timestamp()
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def utc_now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.t, dt.UTC)
+
+    def wall(self) -> float:
+        return self.t
+
+
 def iso(stamp: dt.datetime) -> str:
     """A UTC stamp as ISO 8601 with millisecond precision and a Z suffix."""
     return stamp.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import tagstat
-from tagstat.clock import Clock
+from tagstat.clock import ManualClock
 from tagstat.config import Config
 from tagstat.fields import Schema
 from tagstat.hostinfo import ISA_FEATURES, HostInfo, HostInfoCache
@@ -61,17 +61,6 @@ MEASUREMENT = {
 }
 
 
-class _HandClock(Clock):
-    def __init__(self):
-        self.t = START.timestamp()
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def utc_now(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self.t, dt.UTC)
-
-
 def example_report(schema: Schema, version: int | None = None) -> dict:
     """The example as it would be uploaded with consent to ``version`` (default: all)."""
     from tagstat.drivers.sim.model import Simulation
@@ -79,7 +68,7 @@ def example_report(schema: Schema, version: int | None = None) -> dict:
     from tagstat.drivers.sim.scenario import parse_scenario
     from tagstat.service import build_service
 
-    clock = _HandClock()
+    clock = ManualClock(START)
     config = dataclasses.replace(Config(), upload_interval_s=RUN_S + 60.0)
     with tempfile.TemporaryDirectory(prefix="tagstat-example-") as home:
         sim = Simulation(parse_scenario({"device": [DEVICE]}, "example"), None, lambda: clock.t)

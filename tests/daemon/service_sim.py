@@ -5,7 +5,7 @@ import dataclasses
 import datetime as dt
 from pathlib import Path
 
-from tagstat.clock import Clock
+from tagstat.clock import ManualClock
 from tagstat.config import Config
 from tagstat.drivers.sim.model import Simulation
 from tagstat.drivers.sim.pyusb_backend import SimBackend
@@ -25,18 +25,9 @@ DEVICE = {
 }
 
 
-class HandClock(Clock):
+class HandClock(ManualClock):
     def __init__(self):
-        self.t = T0.timestamp()
-
-    def monotonic(self) -> float:
-        return self.t
-
-    def utc_now(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self.t, dt.UTC)
-
-    def wall(self) -> float:
-        return self.t
+        super().__init__(T0)
 
 
 class SimService:
