@@ -83,6 +83,9 @@ class SimulatedTimeTagger:
         self.configuration_value = 0  # unconfigured until someone sets it (nobody should)
         self._rng = random.Random(self.serial)  # garbage is reproducible run to run
         self._generations: dict[tuple[int, int], tuple[bytes, int]] = {}
+        # Everything it can say; the persisted ring refers to these by index (state.py).
+        self._texts = [text for _, _, text in scenario.messages]
+        self._texts.append(USB2_WARNING.format(serial=self.serial))
 
     # -- identity ------------------------------------------------------------
 
@@ -231,16 +234,24 @@ class SimulatedTimeTagger:
             "next": nxt,
             "dropped": max(0, behind - len(ring)),
             "messages": [
-                dict(zip(("seq", "uptime_ms", "level", "text"), m, strict=True)) for m in held
+                {"seq": seq, "uptime_ms": uptime_ms, "level": level, "text": self._text(ref)}
+                for seq, uptime_ms, level, ref in held
             ],
         }
 
     # -- events (called by Simulation with the lock held) --------------------
 
+    def _text(self, ref) -> str:
+        ok = isinstance(ref, int) and 0 <= ref < len(self._texts)
+        return self._texts[ref] if ok else "(a message of another scenario)"
+
     def emit(self, t: float, level: str, text: str) -> None:
         s = self.state
         uptime_ms = max(0, int((t - s.power_on_s) * 1000))
-        s.ring.append([s.msg_next % protocol.SEQ_MODULO, uptime_ms, level, text])
+        ref = self._texts.index(text) if text in self._texts else len(self._texts)
+        if ref == len(self._texts):
+            self._texts.append(text)  # said once, not in the scenario: kept in memory only
+        s.ring.append([s.msg_next % protocol.SEQ_MODULO, uptime_ms, level, ref])
         del s.ring[:-RING_SIZE]
         s.msg_next = (s.msg_next + 1) % protocol.SEQ_MODULO
 

@@ -7,9 +7,16 @@ plug state, bus address, bytes accumulated before the last unplug, the
 message ring) plus the run start time that anchors scenario time, in one
 JSON file ``state.json`` under ``state_dir``. With no ``state_dir`` it lives
 in memory only. Writes are atomic (temporary file, then rename).
+
+The file lies beside tagstat's own data (``--simulate`` keeps it in the
+daemon's state directory), so it holds nothing that tagstat would mask: devices
+are keyed by a hash of their serial, and the message ring holds references to
+the scenario's texts, not the texts. A file of an older format is set aside
+with a warning and the simulated run starts afresh.
 """
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -21,7 +28,7 @@ from tagstat.errors import TagstatError
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: devices keyed by a hash of the serial, ring entries refer to texts
 FIRST_ADDRESS = 2  # address 1 is the root hub
 
 
@@ -41,7 +48,7 @@ class DeviceState:
     acc_since_s: float = 0.0
     msg_next: int = 0
     msg_cursor_s: float = 0.0  # scripted messages up to here were emitted
-    ring: list = dataclasses.field(default_factory=list)
+    ring: list = dataclasses.field(default_factory=list)  # [seq, uptime_ms, level, text ref]
     faults_done: int = 0  # scripted faults applied so far
     pending: list = dataclasses.field(default_factory=list)  # injected one-shot faults
 
@@ -56,6 +63,11 @@ class DeviceState:
         state = cls(**{k: v for k, v in data.items() if k in fields})
         state.bytes_acc = Fraction(state.bytes_acc)
         return state
+
+
+def state_key(serial: str) -> str:
+    """What the state file calls a device: not its serial."""
+    return hashlib.sha256(b"tagstat-simulator:" + serial.encode()).hexdigest()[:16]
 
 
 class SimulatorStateError(TagstatError):
@@ -75,6 +87,10 @@ class StateFile:
             return {}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
+            if data.get("version") != STATE_VERSION and isinstance(data.get("version"), int):
+                log.warning("simulator state %s has format %s, not %d: starting a fresh "
+                            "simulated run", self.path, data["version"], STATE_VERSION)  # fmt: skip
+                return {}
             if data.get("version") != STATE_VERSION:
                 raise ValueError(f"version {data.get('version')!r}")
             for device in data.get("devices", {}).values():
@@ -87,10 +103,11 @@ class StateFile:
 
     def device(self, serial: str, index: int, scenario) -> tuple[DeviceState, bool]:
         """The state of ``serial``, and whether it was just created."""
-        if serial in self.devices:
-            return self.devices[serial], False
+        key = state_key(serial)
+        if key in self.devices:
+            return self.devices[key], False
         state = DeviceState(port_numbers=[index + 1])
-        self.devices[serial] = state
+        self.devices[key] = state
         return state, True
 
     def next_address(self, bus: int) -> int:

@@ -3,8 +3,9 @@
 The simulated instruments put their serials where real ones do: the USB
 descriptor, the configuration dictionary, a file name in the configuration,
 and warning texts. After a run, every byte under the daemon's home directory
-(database, WAL, logs, socket dir; the simulator's own state excepted, since it
-is the instrument, not tagstat) and everything the CLI printed is searched.
+(database, WAL, logs, socket dir, and the simulated instruments' state, which
+lies beside them) and everything the CLI printed is searched; only the scenario
+file, the simulated hardware's own spec, is left out.
 """
 
 import string
@@ -43,7 +44,7 @@ def scenario_for(serials):
 def leaks(home, outputs: list[str], serials) -> list[str]:
     found = []
     for path in home.rglob("*"):
-        if not path.is_file() or "simulator" in path.relative_to(home).parts:
+        if not path.is_file():
             continue
         if path.suffix == ".toml" and path.name.startswith("s"):
             continue  # the scenario file itself (the simulated hardware's spec)

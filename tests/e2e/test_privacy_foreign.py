@@ -80,12 +80,12 @@ def leaks(blobs: dict[str, bytes]) -> list[str]:
 
 
 def home_bytes(home) -> dict[str, bytes]:
-    """Every file tagstat wrote: the database, WAL, SHM, logs; not the simulated instrument
-    (its state is the hardware's) nor the scenario that describes it."""
+    """Every file under the home: the database, WAL, SHM, logs, the simulated instruments'
+    state; not the scenario, which is the spec of the simulated hardware."""
     return {
         str(p.relative_to(home)): p.read_bytes()
         for p in home.rglob("*")
-        if p.is_file() and "simulator" not in p.relative_to(home).parts and p.name != "s.toml"
+        if p.is_file() and p.name != "s.toml"
     }
 
 

@@ -275,6 +275,25 @@ def test_corrupt_state_file_says_to_delete_it(make_sim, tmp_path):
     from tagstat.drivers.sim.state import SimulatorStateError
 
     (tmp_path / "sim").mkdir()
-    (tmp_path / "sim" / "state.json").write_text('{"version": 1, "devices": {"x": 3}}')
+    (tmp_path / "sim" / "state.json").write_text('{"version": 2, "devices": {"x": 3}}')
     with pytest.raises(SimulatorStateError, match="delete it"):
         make_sim(device_table())
+
+
+def test_a_state_file_of_an_older_format_starts_a_fresh_run(make_sim, tmp_path, caplog):
+    (tmp_path / "sim").mkdir()
+    (tmp_path / "sim" / "state.json").write_text('{"version": 1, "devices": {"x": 3}}')
+    assert read_counters(make_sim(device_table()).device(SERIAL)).uptime_ms == 0
+    assert "starting a fresh simulated run" in caplog.text
+
+
+def test_the_state_file_holds_no_serial_and_no_message_text(make_sim, tmp_path, clock):
+    table = device_table(messages=[[1, "warning", "saved run_42.ttbin on {serial}"]])
+    sim = make_sim(table)
+    clock.advance(5)
+    sim.advance()
+    data = (tmp_path / "sim" / "state.json").read_bytes()
+    assert SERIAL.encode() not in data and b"run_42" not in data
+    restarted = make_sim(table)  # the daemon restarts; the instrument kept its ring
+    texts = [m["text"] for m in restarted.device(SERIAL)._messages_document(0)["messages"]]
+    assert texts == [f"saved run_42.ttbin on {SERIAL}"]
