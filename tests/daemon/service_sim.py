@@ -33,7 +33,7 @@ class HandClock(ManualClock):
 class SimService:
     """``service`` over ``home``; ``poll(n)`` advances the clock a poll interval and polls."""
 
-    def __init__(self, home: Path, device: dict | None = None, **config):
+    def __init__(self, home: Path, device: dict | None = None, hostinfo=None, **config):
         self.home = home
         self.closed = False
         self.clock = HandClock()
@@ -42,8 +42,9 @@ class SimService:
         defaults = {"poll_interval_s": 1.0, "sensor_interval_s": 1.0, "upload_interval_s": 3600.0}
         cfg = dataclasses.replace(Config(), **(defaults | config))
         self.service = build_service(
-            Paths.for_home(home), cfg, clock=self.clock, backend=SimBackend(self.sim)
-        )
+            Paths.for_home(home), cfg, clock=self.clock, backend=SimBackend(self.sim),
+            hostinfo=hostinfo,
+        )  # fmt: skip
 
     def poll(self, n: int = 1, step_s: float = 1.0) -> None:
         for _ in range(n):
