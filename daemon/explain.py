@@ -40,6 +40,7 @@ def explanation(state: dict, client_switch: Switch | None = None) -> dict:
         "fields_collected": [] if status == "Disabled" else list(rows),
         "fields_uploaded": [p for p in rows if p not in left_out] if status == UPLOADING else [],
         "never_collected": " ".join(datadoc.paragraphs(datadoc.section("Never collected"))),
+        "storage": state.get("storage"),
         "source": "docs/DATA.md",
     }
 
@@ -52,6 +53,8 @@ def render(facts: dict) -> str:
         for s in facts["kill_switches"]
     ]
     out.append(f"Collected: {facts['collected']}.")
+    if facts.get("storage"):
+        out += wrap(storage_sentence(facts["storage"]))
     where = facts["upload_to"] or "nowhere"
     if facts["status"] == UPLOADING and not facts["upload_to"]:
         where = "nowhere yet: no upload_url is configured, so reports wait on this computer"
@@ -139,12 +142,27 @@ def status_lines(state: dict, client_switch: Switch | None) -> list[str]:
             f"Disabled for this program ({client_switch.reason()}): applications started "
             f"from here see Disabled and send nothing; tagstatd's status is {state.get('name')}"
         )
+    if isinstance(state.get("storage"), dict):
+        lines.append(storage_sentence(state["storage"]))
     consent = state.get("consent")
     if isinstance(consent, dict):
         lines.append(consent_sentence(consent))
         if consent.get("needs") == "new_fields":
             lines += field_lines(consent.get("left_out") or [])
     return lines
+
+
+def storage_sentence(storage: dict) -> str:
+    """A full-disk episode (tagstat.store_writeback), for ``status`` and ``explain``."""
+    lost = storage.get("lost") or {}
+    lost_text = ", ".join(f"{n} {kind}" for kind, n in sorted(lost.items()))
+    return (
+        f"Database: {storage.get('database')} cannot be written since {storage.get('since')} "
+        f"({storage.get('error')}); {storage.get('held_writes')} writes are held in memory "
+        f"and retried in {storage.get('retry_in_s')} s"
+        + (f"; lost for lack of memory: {lost_text}" if lost_text else "")
+        + ". Free space on its file system (or make it writable): nothing held is lost."
+    )
 
 
 def field_lines(paths: list[str]) -> list[str]:

@@ -94,7 +94,8 @@ class Outbox:
         # A crash between a status change and its opt-out leaves reports waiting
         # that the user no longer agrees to send: they go, and so does the period.
         self._cancel_usage("status is not CollectingAndUploading")
-        self._set_period_start(None)
+        if self.period_start() is not None:  # no write when none is needed (a full disk)
+            self._set_period_start(None)
 
     # -- periods -----------------------------------------------------------------------
 
@@ -110,11 +111,13 @@ class Outbox:
         if not self.uploading() or start is None:
             return None
         report = self.usage_report(start, now)
-        self._set_period_start(now)
         if not any(report.get(k) for k in ("sessions", "messages", "devices", "measurements")):
+            self._set_period_start(now)
             log.debug("upload period from %s is empty; nothing to send", iso(start))
             return None
-        self._enqueue("usage", report, quota_exempt=False)
+        # The report and the next period's start in one transaction: if the disk is full,
+        # neither is written and the period closes again later, whole.
+        self._enqueue("usage", report, quota_exempt=False, next_period=now)
         log.info("queued report %s for upload (period from %s)", report["report_id"], iso(start))
         return report["report_id"]
 
@@ -195,9 +198,10 @@ class Outbox:
 
     # -- the queue -----------------------------------------------------------------------
 
-    def _enqueue(self, kind: str, report: dict, *, quota_exempt: bool) -> None:
+    def _enqueue(self, kind: str, report: dict, *, quota_exempt: bool, next_period=None) -> None:
         body = report_json(report).encode("utf-8")
         now = self._clock.utc_now()
+        settings = {PERIOD_KEY: iso(next_period)} if next_period is not None else None
         self._store.outbox_add(
             OutboxEntry(
                 report_id=report["report_id"],
@@ -212,7 +216,8 @@ class Outbox:
                 last_error=None,
                 delivered_at=None,
                 quota_exempt=quota_exempt,
-            )
+            ),
+            settings=settings,
         )
         if not quota_exempt:
             self.enforce_limits()

@@ -29,6 +29,7 @@ def purge(service) -> dict:
         left = service.outbox.reports_left(old_user) if service.outbox else False
         cancelled = service.outbox.cancel_waiting(WHY) if service.outbox else 0
         service.counters.clear()  # counts from before the purge
+        service.writes.clear()  # and what a full disk held back
         new_user = service.keeper.rotate_user_id()
         deletion = service.outbox.request_deletion(old_user) if left else None
         if service.outbox is not None:
@@ -40,7 +41,7 @@ def purge(service) -> dict:
             # checkpoint writes: replace them unsaved, after the rows are gone (a new
             # recorder resumes the open sessions it finds). The poller keeps its devices
             # open, and its message positions, so nothing already read is read again.
-            service.recorder = Recorder(service.store, service.config.idle_timeout_s)
+            service.recorder = Recorder(service.writes, service.config.idle_timeout_s)
     if deletion and service.uploader is not None:
         service.uploader.wake()
     log.info("purge: %d waiting reports cancelled, new user id made%s", cancelled,

@@ -41,6 +41,7 @@ from tagstat.status import UsageStatisticsStatus
 from tagstat.status_control import StatusControl
 from tagstat.status_keeper import StatusKeeper
 from tagstat.store import Store
+from tagstat.store_writeback import WriteBack
 from tagstat.uploader import Uploader
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,14 @@ class Service(StatusControl):
     hostinfo: HostInfoCache
     poller: Poller
     recorder: Recorder
+    # Collected data on its way to the store; held in memory while the disk is full.
+    writes: WriteBack | None = None
     # tagstatd's own problems, counted for the report (tagstat.daemon_counters)
     counters: DaemonCounters = dataclasses.field(default_factory=DaemonCounters)
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
     polls: int = 0
     scan_errors: set = dataclasses.field(default_factory=set)
+    loop_errors: set = dataclasses.field(default_factory=set)  # (step, error type) logged
     notifier: Notifier = dataclasses.field(default_factory=Notifier)
     # The loop sleeps on this doorbell: ring it after setting stop or reload_requested.
     wake: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -112,21 +116,33 @@ class Service(StatusControl):
                 self.notifier.watchdog()
                 next_ping = now + (self.notifier.watchdog_interval_s or float("inf"))
             if now >= next_poll:
-                self.poll_once()
+                self._survive(self.poll_once)
                 # Stay on the grid; after a stall skip the missed polls, don't burst.
                 next_poll += interval * max(1, int((now - next_poll) // interval) + 1)
                 if on_poll:
                     on_poll(self)
             if now >= next_checkpoint:
-                self.checkpoint()
+                self._survive(self.checkpoint)
                 next_checkpoint = now + self.config.checkpoint_s
             if now >= next_prune:
-                self.prune()
+                self._survive(self.prune)
                 next_prune = now + PRUNE_INTERVAL_S
-            self.close_period_if_due()
+            self._survive(self.flush_writes)
+            self._survive(self.close_period_if_due)
             wake_at = min(next_poll, next_checkpoint, next_ping)
             self.wake.wait(max(0.0, wake_at - self.clock.monotonic()))
             self.wake.clear()
+
+    def _survive(self, step) -> None:
+        """One round of ``step``; an unexpected error is logged (once per kind) and the
+        loop goes on: a crash would only become a restart loop under systemd."""
+        try:
+            step()
+        except Exception as e:
+            kind = (step.__name__, type(e).__name__)
+            if kind not in self.loop_errors:
+                self.loop_errors.add(kind)
+                log.exception("%s failed (%s); tagstatd goes on", step.__name__, e)
 
     def poll_once(self) -> dt.datetime:
         """Read every device once and record it under the status in force; the UTC stamp
@@ -166,7 +182,14 @@ class Service(StatusControl):
     def _save_pending(self) -> None:
         """Open sessions' latest totals, devices and the daemon's counts into the store."""
         self.recorder.checkpoint()
-        self.counters.flush(self.store, self.clock.utc_now())
+        self.counters.flush(self.writes, self.clock.utc_now())
+
+    def flush_writes(self, force: bool = False) -> bool:
+        """Write what a full disk made us hold, when a retry is due; True if nothing is held."""
+        if not self.writes.holding:
+            return True
+        with self.lock:
+            return self.writes.flush(force)
 
     def count_log_records(self) -> None:
         """Count tagstat's warning and error log records for the report (the process's
@@ -177,12 +200,16 @@ class Service(StatusControl):
     def prune(self) -> None:
         with self.lock:
             c = self.config
-            removed = self.store.prune(
-                self.clock.utc_now(), c.retention_days * 86400, c.retention_max_bytes,
-                c.max_messages,
-            )  # fmt: skip
-            cutoff = self.clock.utc_now() - dt.timedelta(days=c.retention_days)
-            removed |= self.store.prune_uploads(cutoff)  # sent reports and the audit log
+            try:
+                removed = self.store.prune(
+                    self.clock.utc_now(), c.retention_days * 86400, c.retention_max_bytes,
+                    c.max_messages,
+                )  # fmt: skip
+                cutoff = self.clock.utc_now() - dt.timedelta(days=c.retention_days)
+                removed |= self.store.prune_uploads(cutoff)  # sent reports and the audit log
+            except TagstatError as e:  # a full disk: the next prune tries again
+                log.warning("retention could not prune the database: %s", e)
+                return
             if any(removed.values()):
                 log.info("retention removed %s", removed)
 
@@ -191,8 +218,15 @@ class Service(StatusControl):
         report, give the uploader a few seconds, and close the store."""
         with self.lock:
             self._save_pending()
-            if self.outbox is not None:
-                self.outbox.close_period()
+            if not self.writes.flush(force=True):
+                log.error("stopping with %d writes held in memory, which are lost: the "
+                          "database %s still cannot be written (%s)", self.writes.held(),
+                          self.store.path, self.writes.episode.error)  # fmt: skip
+            elif self.outbox is not None:
+                try:
+                    self.outbox.close_period()
+                except TagstatError as e:
+                    log.error("the last upload period could not be queued: %s", e)
         if self.uploader is not None:
             self.uploader.stop()  # outside the lock: it may wait for the network a little
         with self.lock:
@@ -203,6 +237,7 @@ class Service(StatusControl):
 
     def get_status(self) -> dict:
         result = self.keeper.describe()
+        result["storage"] = self.writes.describe()  # None, or a full-disk episode
         if self.outbox is not None:
             result["upload"] = self.outbox.summary()
         if self.consent is not None:
@@ -254,7 +289,7 @@ class Service(StatusControl):
             self._save_pending()
             models = {d.device_id: d.model for d in self.store.devices()}
             out = []
-            for s in self.store.sessions():
+            for s in self.writes.sessions_with_held():
                 entry = session_entry(s)
                 entry.pop("initial_sensors")
                 out.append({"session_id": s.session_id, "model": models.get(s.device_id), **entry})
@@ -275,7 +310,7 @@ class Service(StatusControl):
             changes = self.store.status_changes()
             statuses = [measurement_data.lowest_status(e.start, changes, current) for e in accepted]
             kept = [(e, s) for e, s in zip(accepted, statuses, strict=True) if s > 0]
-            stored = self.store.record_measurements(kept, self.clock.utc_now())
+            stored = self.writes.record_measurements(kept, self.clock.utc_now())
         return {"stored": stored, "rejected": rejected}
 
     def _masked_event(self, event: measurement_data.MeasurementEvent):
@@ -296,7 +331,14 @@ class Service(StatusControl):
             return
         with self.lock:
             self._save_pending()  # open sessions' latest totals go into the report
-            if self.outbox.close_period():
+            if not self.writes.flush(force=True):
+                return  # the period closes, with everything, once the database can be written
+            try:
+                report_id = self.outbox.close_period()
+            except TagstatError as e:  # nothing changed: the next loop tries again
+                log.warning("could not queue the upload period's report: %s", e)
+                return
+            if report_id:
                 self.uploader.wake()
 
     def pending_report(self) -> dict:
@@ -385,7 +427,10 @@ class Service(StatusControl):
         if status == UsageStatisticsStatus.Disabled:
             return "status Disabled: collecting nothing"
         n = len(self.poller.attached())
-        return f"polling {n} Time Tagger{'' if n == 1 else 's'}, status {status.name}"
+        line = f"polling {n} Time Tagger{'' if n == 1 else 's'}, status {status.name}"
+        if self.writes.holding:
+            line += f"; the database cannot be written, {self.writes.held()} writes held"
+        return line
 
 
 def config_changes(old: Config, new: Config) -> str:
@@ -429,10 +474,12 @@ def build_service(
     discovery = Discovery(
         backend=backend, product_ids=config.product_ids, timeout_ms=config.usb_timeout_ms
     )
-    poller = Poller(discovery, masker, secret, config, MessageCursors(store),
-                    on_new_serial=lambda serial: _remember_length(store, serial))  # fmt: skip
-    recorder = Recorder(store, config.idle_timeout_s)
-    service = Service(config, paths, clock, store, masker, keeper, hostinfo, poller, recorder)
+    writes = WriteBack(store, clock)
+    poller = Poller(discovery, masker, secret, config, MessageCursors(writes),
+                    on_new_serial=lambda serial: _remember_length(writes, serial))  # fmt: skip
+    recorder = Recorder(writes, config.idle_timeout_s)
+    service = Service(config, paths, clock, store, masker, keeper, hostinfo, poller, recorder,
+                      writes)  # fmt: skip
     service.environ = environ
     service.consent = ConsentKeeper(store, clock, current_schema())
     if keeper.forced_by is not None:
@@ -451,7 +498,7 @@ def _known_serials(store: Store) -> list[tuple[int, str]]:
     return [(n, device_id) for n in lengths if isinstance(n, int) for device_id in ids]
 
 
-def _remember_length(store: Store, serial: str) -> None:
+def _remember_length(store, serial: str) -> None:
     lengths = set(store.get_setting(SERIAL_LENGTHS_KEY) or [])
     if len(serial.strip()) not in lengths:
         store.set_setting(SERIAL_LENGTHS_KEY, sorted(lengths | {len(serial.strip())}))

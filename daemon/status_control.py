@@ -55,7 +55,7 @@ class StatusControl:
         collecting = self.keeper.effective != UsageStatisticsStatus.Disabled
         if target != old and collecting and self.polls > 0:
             at = self.poll_once()
-            self.counters.flush(self.store, at)  # counts until now belong to the old status
+            self.counters.flush(self.writes, at)  # counts until now belong to the old status
         else:
             at = self.clock.utc_now()
         change(at)

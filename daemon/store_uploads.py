@@ -7,6 +7,7 @@ exact bytes that are (or were) sent.
 """
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 
 from tagstat.clock import iso, parse_iso
@@ -59,8 +60,12 @@ class UploadTables:
     # -- upload outbox and audit log (tagstat.outbox, tagstat.uploader) -------------------
 
     @locked
-    def outbox_add(self, entry: OutboxEntry) -> None:
-        self._db["outbox"].insert(outbox_row(entry))
+    def outbox_add(self, entry: OutboxEntry, settings: dict | None = None) -> None:
+        """Add ``entry``; ``settings`` (key -> JSON value) are written in the same transaction."""
+        with self._transaction():
+            self._db["outbox"].insert(outbox_row(entry))
+            for key, value in (settings or {}).items():
+                self._db["settings"].upsert({"key": key, "value": json.dumps(value)}, pk="key")
 
     @locked
     def outbox_get(self, report_id: str) -> OutboxEntry | None:

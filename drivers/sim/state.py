@@ -77,6 +77,7 @@ class SimulatorStateError(TagstatError):
 class StateFile:
     def __init__(self, state_dir: Path | None, clock: Callable[[], float]):
         self.path = state_dir / STATE_FILE if state_dir is not None else None
+        self._save_failed = False
         data = self._load()
         self.run_start_s: float = data.get("run_start_s", clock())
         self.addresses: dict[str, int] = data.get("next_address", {})
@@ -124,8 +125,17 @@ class StateFile:
             "next_address": self.addresses,
             "devices": {s: d.to_json() for s, d in self.devices.items()},
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as e:  # a full disk: the instruments go on, their state in memory
+            if not self._save_failed:
+                log.warning("cannot save the simulator state %s (%s); it is kept in memory "
+                            "until it can be", self.path, e.strerror or e)  # fmt: skip
+            self._save_failed = True
+            tmp.unlink(missing_ok=True)
+            return
+        self._save_failed = False
         log.debug("simulator state saved to %s", self.path)
