@@ -209,13 +209,16 @@ def current_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(conn: sqlite3.Connection) -> list[int]:
-    """Apply every migration newer than the database; returns the numbers applied.
+def migrate(conn: sqlite3.Connection, up_to: int | None = None) -> list[int]:
+    """Apply every migration newer than the database (up to ``up_to``, default all);
+    returns the numbers applied.
 
     The caller has already refused a database newer than ``latest_version()``.
     """
     applied = []
     for migration in MIGRATIONS:
+        if up_to is not None and migration.number > up_to:
+            break
         if migration.number > current_version(conn):
             _apply(conn, migration)
             applied.append(migration.number)

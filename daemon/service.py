@@ -460,14 +460,13 @@ def build_service(
 
     clock = clock or Clock()
     paths.ensure()
+    # The store first: an install whose secret exists but whose database is empty or
+    # missing has lost data, and the store says so; a secret made first would hide that.
+    store = Store.open(paths.database, clock=clock, install_marker=paths.secret_file)
     secret = load_or_create_secret(paths.secret_file)
-    store = Store.open(paths.database, clock=clock)
     masker = Masker(secret, known_serials=_known_serials(store))
     keeper = StatusKeeper(store, clock, UsageStatisticsStatus.parse(config.initial_status))
     keeper.forced_by = daemon_switch(environ, allow_in_ci=config.allow_in_ci)  # before collecting
-    if store.recovered_from:
-        log.error("the database was not readable and was moved aside to %s; a new one was "
-                  "started", store.recovered_from)  # fmt: skip
     hostinfo = hostinfo or HostInfoCache(paths.hostinfo_cache)
     if keeper.effective != UsageStatisticsStatus.Disabled:
         hostinfo.start()  # Disabled collects nothing, host information included

@@ -73,36 +73,47 @@ class Store(UploadTables):
         self.recovered_from = recovered_from
 
     @classmethod
-    def open(cls, path: Path, *, clock: Clock | None = None) -> "Store":
+    def open(
+        cls, path: Path, *, clock: Clock | None = None, install_marker: Path | None = None
+    ) -> "Store":
+        """Open the database at ``path``, creating it; recover what can be from a damaged
+        file or log (tagstat.store_file), and say what was lost. ``install_marker`` is a
+        file that exists once this install has run (its secret file): beside it, an empty
+        or missing database is lost data and is logged as such. Sets ``recovered_from``,
+        ``salvage``, ``wal_damage`` and ``data_lost`` ("empty", "missing" or None)."""
         clock = clock or Clock()
-        path = Path(path)
+        path, now = Path(path), clock.utc_now()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create database directory {path.parent}: {exc}") from exc
-        recovered = None
+        lost = store_file.set_aside_lost(path, now, install_marker)
+        wal_damage = store_file.keep_damaged_wal(path, now)  # before SQLite drops the frames
+        corrupt = None
         try:
             store_file.check(path)
         except Corrupt as exc:
-            recovered = store_file.move_aside(path, clock.utc_now())
+            corrupt = store_file.move_aside(path, now)
             log.error(
-                "database %s is not a valid sqlite database (%s); moved it to %s "
-                "and started a fresh one",
+                "database %s is not a valid sqlite database (%s); moved aside to %s; "
+                "started a fresh one with what can still be read from it",
                 path,
                 exc,
-                recovered,
+                corrupt,
             )
         conn = store_file.connect(path)
         try:
-            store_file.configure(conn)
-            migrations.migrate(conn)
+            salvage = store_file.set_up(conn, salvage_from=corrupt)
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(
                 f"cannot set up database {path}: {exc}; check that it is "
                 "writable and the disk is not full"
             ) from exc
-        return cls(sqlite_utils.Database(conn), path, recovered)
+        store = cls(sqlite_utils.Database(conn), path, corrupt or (lost and lost.moved_to))
+        store.salvage, store.wal_damage = salvage, wal_damage
+        store.data_lost = lost.what if lost else None
+        return store
 
     @locked
     def close(self) -> None:
@@ -198,7 +209,7 @@ class Store(UploadTables):
         """Sessions overlapping [since, until), oldest start first."""
         where, args = ["status >= ?"], [min_status]
         if since is not None:
-            where.append('"end" >= ?')
+            where.append('"end" > ?')  # a session that ended at ``since`` was reported
             args.append(iso(since))
         if until is not None:
             where.append("start < ?")
@@ -233,7 +244,7 @@ class Store(UploadTables):
     ) -> list[SensorStat]:
         where, args = "device_id = ? AND status >= ?", [device_id, min_status]
         if since is not None:
-            where += " AND hour >= ? AND last_at >= ?"
+            where += " AND hour >= ? AND last_at > ?"
             args += [iso(hour_of(since)), iso(since)]
         rows = self._db.execute(SENSOR_SUMMARY.format(where=where), args).fetchall()
         return [
@@ -257,7 +268,7 @@ class Store(UploadTables):
     ) -> list[MessageRecord]:
         where, args = "status >= ?", [min_status]
         if since is not None:
-            where += " AND last_seen >= ?"
+            where += " AND last_seen > ?"
             args.append(iso(since))
         rows = self._db["messages"].rows_where(where, args, order_by="last_seen, id")
         return [
@@ -322,7 +333,7 @@ class Store(UploadTables):
         """Events received at or after ``since``, oldest start first."""
         where, args = "status >= ?", [min_status]
         if since is not None:
-            where += " AND received_at >= ?"
+            where += " AND received_at > ?"
             args.append(iso(since))
         rows = self._db.execute(
             'SELECT type, start, "end", duration_s, error, config, indicators '
