@@ -3,14 +3,22 @@
 Each subcommand makes one call to the running tagstatd and prints the result,
 as a table for people or as JSON (``--json``) for scripts. Expected failures
 (``TagstatError``, ``ValueError``) become ``tagstat: error: MESSAGE`` on
-stderr and exit code 1; usage errors exit 2 as argparse does. Display
-strings (MB/s, h:mm:ss, short ids) are built here and nowhere else.
+stderr and exit code 1; usage errors exit 2 as argparse does. Ctrl-C exits
+130 (128 + SIGINT) with one line, ``tagstat: interrupted`` and what was left
+undone (a question's ``KeyboardInterrupt("nothing recorded")``). Output cut
+off by a closed pipe (``tagstat report | head -1``) exits 141 (128 + SIGPIPE,
+the status a shell shows for a C program stopped the same way) and prints
+nothing more.
+``--home`` and ``--socket`` are understood before and after the command. The
+CLI never creates a home: only tagstatd does. Display strings (MB/s,
+h:mm:ss, short ids) are built here and nowhere else.
 """
 
 import argparse
 import datetime as dt
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,35 +35,78 @@ from tagstat.status import UsageStatisticsStatus
 
 BYTES_PER_MB = 1_000_000
 SHORT_ID_CHARS = 12
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports `yes` in `yes | head -1`
 _STATUS_NAMES = "{" + ",".join(m.cli_name for m in UsageStatisticsStatus) + "}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 error, 2 usage)."""
+    """Run the CLI; returns the exit code (0 ok, 1 error, 2 usage, 130 Ctrl-C, 141 pipe)."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _stdout_closed()
+    except KeyboardInterrupt as exc:
+        undone = f"; {exc.args[0]}" if exc.args else ""
+        print(f"\ntagstat: interrupted{undone}", file=sys.stderr)  # after the ^C echo
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help and usage errors
+        sys.stdout.flush()
         return exc.code if isinstance(exc.code, int) else 2
     try:
         client = _client(args)
         before_command(client, args)  # the first interactive run asks about uploads
         args.run(client, args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit where it would be a traceback
     except (TagstatError, ValueError) as exc:
         print(f"tagstat: error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
+def _stdout_closed() -> int:
+    """The recipe of Python's signal docs ("Note on SIGPIPE"): point stdout at /dev/null,
+    so the flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a stdout without a descriptor (tests)
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def _location_options(default) -> argparse.ArgumentParser:
+    """--home and --socket, at the top level (default None) and after every command
+    (default SUPPRESS, so that a command's parser does not overwrite the top-level value)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--home", metavar="DIR", default=default,
+                   help="a non-system instance (as TAGSTAT_HOME)")  # fmt: skip
+    p.add_argument("--socket", metavar="PATH", type=Path, default=default,
+                   help="the control socket to use")  # fmt: skip
+    return p
+
+
+def _command(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A command's parser; every command takes --home and --socket too, after its name."""
+    return sub.add_parser(name, parents=[_location_options(argparse.SUPPRESS)], **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tagstat", description="Show and set what tagstatd collects about Time Taggers."
+        prog="tagstat",
+        description="Show and set what tagstatd collects about Time Taggers.",
+        parents=[_location_options(None)],
     )
-    parser.add_argument("--home", metavar="DIR", help="a non-system instance (as TAGSTAT_HOME)")
-    parser.add_argument("--socket", metavar="PATH", type=Path, help="the control socket to use")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "status",
         help="show or set the usage statistics status",
         description="With no argument, show the status; with one, set it.",
@@ -69,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(run=cmd_status)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "report",
         help="print the usage report",
         description="Print the usage report that would be uploaded.",
@@ -85,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(run=cmd_report)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "devices",
         help="list the Time Taggers seen",
         description="List the Time Taggers seen (serial numbers masked).",
@@ -98,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(p)
     p.set_defaults(run=cmd_devices)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "sessions",
         help="list usage sessions",
         description="List usage sessions with their data rates.",
@@ -112,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_privacy(sub) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "setup",
         help="see what is collected and choose whether to upload it",
         description="Show what is collected and ask whether to upload it (default: no).",
@@ -122,7 +177,8 @@ def _add_privacy(sub) -> None:
         "Scripts use `tagstat status` instead.",
     )
     p.set_defaults(run=lambda client, args: setup(client))
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "explain",
         help="say in words what is collected, what is uploaded and where",
         description="Say what is collected, what is uploaded and where, for the status now.",
@@ -142,7 +198,8 @@ def cmd_explain(client: Client, args: argparse.Namespace) -> None:
 
 
 def _add_uploads(sub) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "uploads",
         help="list upload attempts, or show what one sent",
         description="List upload attempts and results, or show what one report sent.",
@@ -153,7 +210,8 @@ def _add_uploads(sub) -> None:
     _add_json(p)
     p.set_defaults(run=cmd_uploads)
     shows = p.add_subparsers(dest="uploads_command", metavar="show ID")
-    s = shows.add_parser(
+    s = _command(
+        shows,
         "show",
         help="print the exact bytes stored and sent for one report (sent gzip-compressed)",
         description="Print the exact JSON bytes stored for one report (sent gzip-compressed).",
@@ -163,7 +221,8 @@ def _add_uploads(sub) -> None:
 
 
 def _add_purge_export(sub) -> None:
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "purge",
         help="delete all collected data; keep the settings; make a new user id",
         description="Delete all collected data; keep the settings; make a new user id.",
@@ -176,7 +235,8 @@ def _add_purge_export(sub) -> None:
     p.add_argument("--yes", action="store_true", help="purge without asking")
     p.set_defaults(run=cmd_purge)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "export",
         help="write the pending uploads to FILE (for a lab without network)",
         description="Write the pending uploads to FILE, for `tagstat-collector import`.",
@@ -297,6 +357,8 @@ def _confirm_purge() -> bool:
         answer = input(prompt)
     except EOFError:
         return False
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("nothing was deleted") from None
     return answer.strip().lower() in ("y", "yes")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tagstat import killswitch, wire
 from tagstat.errors import ApiError, DaemonNotRunningError, TagstatError
-from tagstat.paths import Paths
+from tagstat.paths import Paths, socket_path_problem
 from tagstat.status import UsageStatisticsStatus
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -135,13 +135,13 @@ class Client:
 
     def _connect_error(self, exc: OSError) -> TagstatError:
         path = self.socket_path
+        too_long = socket_path_problem(path)  # Python's own message ends in ": None"
+        if too_long:
+            return TagstatError(f"{too_long}: use a shorter --home (TAGSTAT_HOME) or --socket")
         if isinstance(exc, TimeoutError):
             return TagstatError(f"tagstatd on {path} did not accept within {self.timeout_s:g} s")
         if exc.errno in _NOT_RUNNING:
-            return DaemonNotRunningError(
-                f"no tagstatd answers on {path} ({_reason(exc)}): is tagstatd running? "
-                "start it with `systemctl start tagstatd` or `tagstatd --home DIR`"
-            )
+            return DaemonNotRunningError(_not_running(path, exc))
         if exc.errno in _DENIED:
             return TagstatError(
                 f"permission denied on {path}: add yourself to group {SOCKET_GROUP} "
@@ -174,6 +174,18 @@ class Client:
         for row in rows:
             self._expect(row, dict, f"an entry of the {what}")
         return rows
+
+
+def _not_running(path: Path, exc: OSError) -> str:
+    """A mistyped home is named as such: only tagstatd creates one, the CLI never does."""
+    where = path.parent
+    if path != Paths.system().socket and not os.path.isdir(where):
+        state = ("does not exist" if not os.path.lexists(where)
+                 else "is a file, not a directory" if os.path.isfile(where)
+                 else "is not a directory")  # fmt: skip
+        return f"no tagstatd answers on {path}: {where} {state}; is the path right?"
+    return (f"no tagstatd answers on {path} ({_reason(exc)}): is tagstatd running? "
+            "start it with `systemctl start tagstatd` or `tagstatd --home DIR`")  # fmt: skip
 
 
 def _reason(exc: OSError) -> str:

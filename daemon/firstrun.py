@@ -105,11 +105,14 @@ def ask(client, state: dict, question: str) -> None:
 
 
 def _answer(prompt: str) -> bool | None:
-    """True for y/yes, False for anything else (Enter: the default, no); None on EOF."""
+    """True for y/yes, False for anything else (Enter: the default, no); None on EOF.
+    Ctrl-C stops the whole command (the CLI exits 130 saying nothing was recorded)."""
     try:
         text = input(prompt)
     except EOFError:
         return None
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("nothing recorded") from None
     return text.strip().lower() in ("y", "yes")
 
 

@@ -4,7 +4,12 @@
 and serves: the control socket in its threads, the uploader in its own, the
 poll loop in the main thread. Signal handlers only set flags and wake the
 loop. A configuration error exits 78 (EX_CONFIG), which the systemd unit
-does not restart, so a broken file never becomes a crash loop.
+does not restart, so a broken file never becomes a crash loop. A home that
+cannot be used (not creatable, not writable, a file, a socket path too long
+to bind) is checked before anything is read or created and exits 1 with one
+line; under systemd it cannot happen (the unit passes no --home, and systemd
+makes the directories for the service user), so RestartPreventExitStatus
+need not know it.
 """
 
 import argparse
@@ -59,6 +64,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     early_logging(args.log_level or "INFO")
     paths = Paths.resolve(args.home)
+    try:
+        paths.check_socket()  # before creating anything in a home that cannot work
+        paths.ensure()
+    except TagstatError as e:
+        log.error("%s", e)
+        return 1
     try:
         config = load_config(paths.config_file)
         logging.getLogger().setLevel(args.log_level or config.log_level)
