@@ -28,6 +28,8 @@ from tagstat.masking import Masker
 
 log = logging.getLogger(__name__)
 
+RETRY_FAILED_READ_S = 10.0  # a document read that failed is tried again this soon
+
 # Models that are built for a USB 3 link and slow down on USB 2.
 USB3_MODELS = ("Time Tagger Ultra", "Time Tagger X")
 
@@ -165,15 +167,16 @@ class Poller:
             boot_tag = self.boot_tag(counters.boot_id) if counters else ""
             sensors = sensors_raw = calibration = configuration = None
             if mono_s >= a.next_sensors:
-                a.next_sensors = mono_s + self._config.sensor_interval_s
                 raw = attempt("sensors", a.tt.read_sensors)
+                a.next_sensors = mono_s + self._next_in(self._config.sensor_interval_s, raw)
                 if raw is not None:
                     sensors_raw = m.scrub(raw)
                     sensors = flatten_numbers(sensors_raw)
             if mono_s >= a.next_config:
-                a.next_config = mono_s + self._config.config_interval_s
                 calibration = attempt("calibration", a.tt.read_calibration)
                 configuration = attempt("configuration", a.tt.read_configuration)
+                both = calibration if configuration is not None else None
+                a.next_config = mono_s + self._next_in(self._config.config_interval_s, both)
                 calibration = self._mask(calibration)
                 configuration = self._mask(configuration)
             messages = self._messages(a, boot_tag, attempt) if counters else []
@@ -187,6 +190,12 @@ class Poller:
             a.view, counters, boot_tag, sensors, sensors_raw,
             calibration, configuration, messages, errors, summary,
         )  # fmt: skip
+
+    @staticmethod
+    def _next_in(interval_s: float, got) -> float:
+        """When to read a document again: after its interval, or soon if this read failed
+        (after a status switch, a document of the new status is wanted)."""
+        return interval_s if got is not None else min(interval_s, RETRY_FAILED_READ_S)
 
     def _age_offset(self, view: DeviceView) -> int:
         # Keyed, so neither the report's device_id nor another install can undo it.

@@ -37,14 +37,16 @@ def build_report(
     min_status: int = 0,
     report_id: str | None = None,
 ) -> dict:
-    """The report over [since, now] of data collected under at least ``min_status``."""
+    """The report over (since, now] of data collected under at least ``min_status``.
+
+    ``since`` is open: what was measured at that instant closed the period before."""
     sessions = store.sessions(since=since, min_status=min_status)
     messages = store.messages(since=since, min_status=min_status)
     measurements = store.measurements(since=since, min_status=min_status)
     devices = [
         _device(store, d, since, min_status, now)
         for d in store.devices()
-        if d.last_seen >= (since or d.last_seen)
+        if since is None or d.last_seen > since
     ]
     return {
         "schema_version": SCHEMA_VERSION,

@@ -92,11 +92,14 @@ def test_documents_read_before_consent_are_never_uploaded(sim):
     (device,) = sim.service.store.devices()
     assert device.configuration_status == device.calibration_status == 1
     sim.set_status(S.CollectingAndUploading)
-    before = upload(sim)  # the period closed before the next poll read them again
-    (d,) = before["devices"]
+    for _ in range(12):  # the first reads after the switch fail
+        sim.sim.inject(SERIAL, "timeout")
+    sim.poll(1)
+    before = upload(sim)
+    (d,) = before["devices"]  # seen after the switch, its documents still from before it
     assert d["calibration"] is None and d["configuration"] is None
     assert d["first_seen"] == before["period"]["start"]  # not when the install first saw it
-    sim.poll(1)
+    sim.poll(10)  # a failed read is tried again within 10 s
     (device,) = sim.service.store.devices()
     assert device.configuration_status == device.calibration_status == 2  # read again
     (d,) = upload(sim)["devices"]

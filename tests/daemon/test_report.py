@@ -105,7 +105,8 @@ def test_upload_view_leaves_out_data_collected_before_consent(store):
 def test_a_device_first_seen_before_the_period_is_shown_from_the_period_start(store):
     seed(store)
     since = T0 + dt.timedelta(minutes=30)
-    store.upsert_device(dataclasses.replace(store.devices()[0], last_seen=since))
+    seen = since + dt.timedelta(seconds=1)
+    store.upsert_device(dataclasses.replace(store.devices()[0], last_seen=seen))
     (d,) = report(store, since=since)["devices"]
     assert d["first_seen"] == "2026-03-01T00:30:00.000Z"
 

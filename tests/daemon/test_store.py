@@ -170,8 +170,8 @@ def test_session_filters(store):
     recs = [session(i * 10, status=i % 3) for i in range(6)]  # starts at 0, 10, ... 50 min
     store.save_sessions(reversed(recs))
     assert store.sessions() == recs
-    assert store.sessions(since=at(20.5)) == recs[2:]  # end >= since
-    assert store.sessions(since=at(20.6)) == recs[3:]
+    assert store.sessions(since=at(20.4)) == recs[2:]  # end > since
+    assert store.sessions(since=at(20.5)) == recs[3:]  # one that ended at since is not in
     assert store.sessions(until=at(20)) == recs[:2]  # start < until
     assert store.sessions(min_status=2) == [recs[2], recs[5]]
     assert store.sessions(min_status=1, limit=2) == [recs[1], recs[2]]
