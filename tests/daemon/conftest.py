@@ -15,6 +15,9 @@ from tagstat.config import Config
 from tagstat.paths import Paths
 from tagstat.service import build_service
 from tagstat.store import Store
+from tagstat.drivers.sim.model import Simulation
+from tagstat.drivers.sim.pyusb_backend import SimBackend
+from tagstat.drivers.sim.scenario import default_scenario
 from tagstat.tagstatd import simulated_backend
 
 # The fixed start of the hand-driven clock: tests that use `clock` define T0 equal to it.
@@ -55,14 +58,19 @@ def store(tmp_path):
 
 @pytest.fixture
 def service_factory(tmp_path):
-    """make(**config) -> a real Service in tmp_path over the default simulated Time Tagger;
-    make.stop(service) shuts one down before the test ends (to start another over the same home)."""
+    """make(clock=None, **config) -> a real Service in tmp_path over the default simulated
+    Time Tagger (on ``clock``, if given, and so is the simulator); make.stop(service) shuts
+    one down before the test ends (to start another over the same home)."""
     made = []
 
-    def make(**config):
+    def make(clock=None, **config):
         paths = Paths.for_home(tmp_path)
         cfg = Config(poll_interval_s=0.05, checkpoint_s=0.05, **config)
-        made.append(build_service(paths, cfg, backend=simulated_backend(paths, None)))
+        backend = simulated_backend(paths, None)
+        if clock is not None:  # the simulator on the same hand-driven clock
+            sim = Simulation(default_scenario(), state_dir=paths.simulator_dir, clock=clock.wall)
+            backend = SimBackend(sim)
+        made.append(build_service(paths, cfg, clock=clock, backend=backend))
         return made[-1]
 
     def stop(service):

@@ -2,10 +2,11 @@
 (in process, on a simulated Time Tagger) and in a client, before any socket I/O."""
 
 import pytest
-from service_sim import poll
+from service_sim import T0, poll
 
 from tagstat import client as api
 from tagstat import killswitch
+from tagstat.clock import ManualClock
 from tagstat.errors import DaemonNotRunningError
 from tagstat.status import UsageStatisticsStatus as S
 
@@ -153,14 +154,20 @@ def test_allow_in_ci_lets_the_daemon_collect_and_a_reload_applies_it(
 def test_a_switch_neither_cancels_waiting_reports_nor_withdraws_consent(
     service_factory, monkeypatch
 ):
-    service = service_factory(upload_interval_s=1)
+    # A hand-driven clock: on the wall clock a slow poll let a second period end before
+    # the stop, and the test saw two reports waiting instead of one.
+    clock = ManualClock(T0)
+    service = service_factory(clock, upload_interval_s=1)
     service.set_status(S.CollectingAndUploading, True)
-    poll(service)
+    for _ in range(8):
+        clock.t += 0.05
+        service.poll_once()
+    service.checkpoint()
     assert service.outbox.close_period() is not None
     user_id = service.keeper.user_id
-    service_factory.stop(service)
+    service_factory.stop(service)  # within the next period: it holds nothing new
     monkeypatch.setenv("TAGSTAT_DISABLE", "1")
-    service = service_factory(upload_interval_s=1)
+    service = service_factory(clock, upload_interval_s=1)
     assert [e.state for e in service.store.outbox_pending("usage")] == ["pending"]
     assert service.keeper.user_id == user_id and service.outbox.next_to_send() is None
     assert service.outbox.close_period() is None  # no period closes under the switch

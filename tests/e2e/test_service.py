@@ -7,12 +7,10 @@ binds it; the database is read with sqlite3 after the daemon has exited.
 
 import datetime as dt
 import json
-import os
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -246,8 +244,9 @@ def test_2000_malformed_or_oversized_messages_leave_the_daemon_answering(
 # -- the real daemon and a client running as another uid -------------------------
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="running a client as another uid needs root")
-def test_real_daemon_refuses_a_reader_that_is_not_an_admin(home, daemons, write_scenario):
+def test_real_daemon_refuses_a_reader_that_is_not_an_admin(
+    home, daemons, write_scenario, other_uid_python
+):
     import grp
 
     reader = next(g for g in grp.getgrall() if g.gr_gid not in (0, NOBODY))
@@ -255,7 +254,7 @@ def test_real_daemon_refuses_a_reader_that_is_not_an_admin(home, daemons, write_
     home.chmod(0o755)  # the home holds the socket; the group's 0660 is the real gate
     d = start(daemons, home, write_scenario, config=cfg)
     assert (home / "control.sock").stat().st_gid == reader.gr_gid
-    client = [sys.executable, "-I", "-c", CLIENT, str(home / "control.sock")]
+    client = [other_uid_python, "-I", "-c", CLIENT, str(home / "control.sock")]
 
     def as_nobody(request: dict, groups) -> dict:
         out = subprocess.run([*client, json.dumps(request)], user=NOBODY, group=NOBODY,
