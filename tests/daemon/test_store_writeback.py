@@ -12,6 +12,7 @@ import sqlite3
 import pytest
 from service_sim import DEVICE, T0, SimService
 
+from tagstat import explain
 from tagstat.errors import StoreError
 from tagstat.records import SessionRecord
 from tagstat.status import UsageStatisticsStatus as S
@@ -59,6 +60,10 @@ def test_a_full_database_loses_nothing_and_the_api_goes_on(sim, caplog):
     state = sim.service.get_status()
     assert state["storage"]["error"] == "attempt to write a readonly database"
     assert state["storage"]["held_writes"] > 0 and state["storage"]["lost"] == {}
+    shown = "\n".join(explain.status_lines(state, None))  # tagstat status
+    assert f"Database: {sim.service.store.path} cannot be written since" in shown
+    assert "Database:" in explain.render(explain.explanation(state))  # tagstat explain
+    assert "writes held" in sim.service.status_line()  # systemctl status
     (open_session,) = [s for s in sim.service.list_sessions() if s["open"]]
     assert open_session["bytes"] == RATE * (full_at + 120 - T0.timestamp() - 1)  # held, shown
     assert sim.service.get_report()  # reads still answer
