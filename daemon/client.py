@@ -12,6 +12,7 @@ path, and is what the ``tagstat`` CLI uses.
 import errno
 import os
 import socket
+import struct
 from pathlib import Path
 
 from tagstat import killswitch, wire
@@ -122,9 +123,15 @@ class Client:
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout_s)
+        # Connect blocking, bounded by SO_SNDTIMEO: the kernel then queues us while the
+        # daemon's listen backlog is full (another process flooding it with connects),
+        # where a non-blocking connect (settimeout) is refused at once with EAGAIN.
+        seconds = max(self.timeout_s, 0.001)
+        timeval = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
         try:
             sock.connect(os.fspath(self.socket_path))
+            sock.settimeout(self.timeout_s)
         except OSError as exc:
             sock.close()
             raise self._connect_error(exc) from exc
@@ -138,7 +145,7 @@ class Client:
         too_long = socket_path_problem(path)  # Python's own message ends in ": None"
         if too_long:
             return TagstatError(f"{too_long}: use a shorter --home (TAGSTAT_HOME) or --socket")
-        if isinstance(exc, TimeoutError):
+        if isinstance(exc, TimeoutError) or exc.errno == errno.EAGAIN:  # SO_SNDTIMEO ran out
             return TagstatError(f"tagstatd on {path} did not accept within {self.timeout_s:g} s")
         if exc.errno in _NOT_RUNNING:
             return DaemonNotRunningError(_not_running(path, exc))

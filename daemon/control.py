@@ -2,44 +2,47 @@
 
 ``ControlServer`` listens on a Unix stream socket, reads one request per
 connection (see ``tagstat.wire``), checks it, hands it to a ``Controller``
-(implemented by ``tagstat.service``) and writes one reply. Each connection
-runs in its own daemon thread with a read deadline, and the number of
-connections served at once is bounded (later ones wait in the listen
-backlog), so a slow or hostile client can neither block others nor exhaust
-the daemon. No single request can take the
-server down: every failure becomes an error reply. ``authorize`` is the seam
-for peer-credential checks (the daemon passes ``tagstat.access.AccessPolicy``;
-the default allows everything). The socket is mode 0660 and, when
-``socket_group`` exists, owned by that group.
+(implemented by ``tagstat.service``) and writes one reply. One selector thread
+accepts and does all socket I/O without blocking, so accepting never waits for
+a slow client and a connection that sends nothing costs a file descriptor, not
+a thread; complete request lines go to a small pool of worker threads. Every
+connection has deadlines (first byte, whole request, reply and drain) and
+connections are capped per uid and in all, so a slow or hostile local client
+can neither block others nor exhaust the daemon: one over a limit gets a
+``Busy`` error reply that names it. No single request can take the server
+down: every failure becomes an error reply. ``authorize`` is the seam for
+peer-credential checks (the daemon passes ``tagstat.access.AccessPolicy``; the
+default allows everything). The socket is mode 0660 and, when ``socket_group``
+exists, owned by that group.
 """
 
-import dataclasses
 import errno
 import logging
 import os
 import socket
-import socketserver
 import stat
-import struct
-import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
 from tagstat import wire
 from tagstat.access import PermissionDenied, group_gid
+from tagstat.control_loop import Loop, bad_request, drain_blocking
+from tagstat.control_peer import PeerCred, peer_cred
 from tagstat.errors import TagstatError
 from tagstat.status import UsageStatisticsStatus
 
 log = logging.getLogger(__name__)
 
-MAX_CONNECTIONS = 16
-# How often the idle accept loop wakes; stop() pokes it awake, so this is not its latency.
-_POLL_INTERVAL_S = 0.5
-# While every slot is taken, the accept loop checks this often whether to stop.
-_SLOT_WAIT_S = 0.05
-_DRAIN_MAX_BYTES = 4 * 1024 * 1024
+# The defaults of ControlServer's limits (docs/ADMIN.md, "Users, groups and the local API").
+MAX_CONNECTIONS = 16  # requests in the controller at once: the worker threads
+MAX_QUEUED = 64  # complete requests waiting for a worker; past that, Busy
+MAX_OPEN = 512  # connections open at once, all uids together: a file descriptor budget
+MAX_PER_UID = 8  # connections open at once from one uid (root and tagstatd's own exempt)
+FIRST_BYTE_TIMEOUT_S = 0.25  # a real client writes its request right after connect()
+DRAIN_TIMEOUT_S = 0.25  # after the reply, for the client to finish sending and close
+# Bursts of connect() wait here only until the loop's next accept, never for a slot.
+_LISTEN_BACKLOG = 512
 
 
 class Controller(Protocol):
@@ -62,49 +65,29 @@ class Controller(Protocol):
     def export_commit(self, token: str) -> dict: ...
 
 
-@dataclasses.dataclass(frozen=True)
-class PeerCred:
-    """Who is on the other end of a connection, as the kernel reports it."""
-
-    pid: int
-    uid: int
-    gid: int
-    groups: frozenset[int] | None = None  # supplementary gids (SO_PEERGROUPS), if known
-
-
 def allow_all(op: str, peer: PeerCred | None) -> bool:
     """The default authorization: any local user who can open the socket may call any op."""
     return True
 
 
-def peer_cred(sock: socket.socket) -> PeerCred | None:
-    """The peer's pid/uid/gid via SO_PEERCRED (Linux); None where unsupported."""
-    try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    except (AttributeError, OSError):
-        return None
-    return PeerCred(*struct.unpack("3i", raw), groups=_peer_groups(sock))
-
-
-# SO_PEERGROUPS (Linux 4.13+): the peer's supplementary groups as of connect(),
-# race-free unlike /proc/<pid>. Python may not name the constant.
-SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
-
-
-def _peer_groups(sock: socket.socket) -> frozenset[int] | None:
-    for count in (256, 65536):  # few groups first; NGROUPS_MAX if they do not fit
-        try:
-            raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, count * 4)
-        except OSError as exc:
-            if exc.errno == errno.ERANGE:
-                continue
-            return None
-        return frozenset(struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4]))
-    return None
-
-
 class ControlServer:
-    """Serves the local API on ``socket_path`` until ``stop()``."""
+    """Serves the local API on ``socket_path`` until ``stop()``.
+
+    Limits (keyword arguments; the module constants are the defaults):
+
+    - ``first_byte_timeout_s``: the request's first byte must arrive this soon after
+      connect, or the client gets a timeout reply and is closed.
+    - ``timeout_s``: the client's time in all: the whole request line, then the reply
+      and the drain, within this of connect, not counting the controller's time.
+    - ``drain_timeout_s``: after the reply, how long the server reads on (at most
+      1 MiB, never past ``timeout_s``) so that closing does not reset the connection
+      and lose the reply while the client is still sending.
+    - ``max_connections``: requests in the controller at once (worker threads);
+      ``max_queued`` more may wait for one; the next gets a ``Busy`` reply.
+    - ``max_connections_per_uid``: connections open at once from one uid (None: no
+      limit); ``exempt_uids`` (default: root and this process's uid) have none.
+    - ``max_open_connections``: connections open at once in all.
+    """
 
     def __init__(
         self,
@@ -117,6 +100,12 @@ class ControlServer:
         socket_group: str | None = None,
         max_connections: int = MAX_CONNECTIONS,
         authorize: Callable[[str, PeerCred | None], bool] = allow_all,
+        first_byte_timeout_s: float = FIRST_BYTE_TIMEOUT_S,
+        drain_timeout_s: float = DRAIN_TIMEOUT_S,
+        max_queued: int = MAX_QUEUED,
+        max_connections_per_uid: int | None = MAX_PER_UID,
+        exempt_uids: Iterable[int] | None = None,
+        max_open_connections: int = MAX_OPEN,
     ):
         self.socket_path = Path(socket_path)
         self.controller = controller
@@ -125,34 +114,37 @@ class ControlServer:
         self.socket_mode = socket_mode
         self.socket_group = socket_group
         self.authorize = authorize
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        self.max_connections = max_connections
+        self.first_byte_timeout_s = min(first_byte_timeout_s, timeout_s)
+        self.drain_timeout_s = drain_timeout_s
+        self.max_queued = max_queued
+        self.max_connections_per_uid = max_connections_per_uid
+        # Root and tagstatd's own user may do everything anyway (docs/ADMIN.md).
+        default_exempt = {0, os.geteuid()}
+        self.exempt_uids = frozenset(default_exempt if exempt_uids is None else exempt_uids)
+        self.max_open_connections = max_open_connections
+        self._loop: Loop | None = None
 
     def start(self) -> None:
         """Bind the socket (replacing a stale one), set its mode and serve in the background."""
         _clear_stale_socket(self.socket_path)
-        server = _Server(str(self.socket_path), _Handler, bind_and_activate=False)
-        server.control = self
+        self._loop = Loop(self, self._listen())
+        self._loop.start()
+        log.info("control socket listening on %s", self.socket_path)
+
+    def _listen(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            server.server_bind()
+            sock.bind(str(self.socket_path))
             # Set the mode before listen() so nobody connects through a wider one.
             os.chmod(self.socket_path, self.socket_mode)
             self.set_socket_group(self.socket_group)
-            server.server_activate()
+            sock.listen(_LISTEN_BACKLOG)
         except OSError as exc:
-            server.server_close()
+            sock.close()
             raise TagstatError(f"cannot listen on {self.socket_path}: {exc.strerror}") from exc
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": _POLL_INTERVAL_S},
-            name="tagstat-control",
-            daemon=True,
-        )
-        self._thread.start()
-        log.info("control socket listening on %s", self.socket_path)
+        sock.setblocking(False)
+        return sock
 
     def set_socket_group(self, name: str | None) -> None:
         """Give the socket to group ``name`` (if it exists), so its members can connect."""
@@ -170,32 +162,16 @@ class ControlServer:
             log.warning("cannot give %s to group %s: %s", self.socket_path, name, exc.strerror)
 
     def stop(self) -> None:
-        """Stop accepting, close and unlink the socket. Safe to call twice."""
-        server, self._server = self._server, None
-        if server is None:
+        """Stop accepting, close every connection, close and unlink the socket. Safe twice."""
+        loop, self._loop = self._loop, None
+        if loop is None:
             return
-        self._stopping.set()
-        stopper = threading.Thread(target=server.shutdown, name="tagstat-control-stop")
-        stopper.start()
-        while stopper.is_alive():  # wake the accept loop now instead of at its next poll
-            self._poke()
-            stopper.join(timeout=0.01)
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=1.0)
+        loop.stop()
         try:
             self.socket_path.unlink()
         except FileNotFoundError:
             pass
         log.info("control socket closed")
-
-    def _poke(self) -> None:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(0.1)
-            try:
-                s.connect(str(self.socket_path))
-            except OSError:
-                pass
 
     def __enter__(self) -> "ControlServer":
         self.start()
@@ -205,25 +181,42 @@ class ControlServer:
         self.stop()
 
     def handle(self, sock: socket.socket) -> None:
-        """Serve one connection: read, dispatch, reply. Never raises."""
-        try:
-            reply = self._reply_for(sock)
-        except Exception:  # the server must survive any single request
-            log.exception("control request failed unexpectedly")
-            reply = wire.error_reply("InternalError", "internal error")
-        self._send(sock, reply)
-        self._drain(sock)
+        """Serve one connection in the calling thread: read, dispatch, reply. Never raises.
 
-    def _reply_for(self, sock: socket.socket) -> dict:
+        The daemon's own connections go through the selector loop; this runs the same
+        steps, blocking, on a socket the caller owns (a socketpair, say).
+        """
         try:
-            msg = wire.read_message(sock, self.max_request_bytes, self.timeout_s)
-            op, args = wire.parse_request(msg)
+            line = wire.read_line(sock, self.max_request_bytes, self.timeout_s)
         except wire.BadRequest as exc:
-            # Not the message: it can echo client text, and no log line may hold a serial.
-            log.debug("rejected a malformed control request")
-            return wire.error_reply("BadRequest", str(exc))
+            reply = bad_request(exc)
+        except OSError:
+            return  # the client went away; nobody to answer
+        else:
+            reply = self._reply_for_line(line, peer_cred(sock))
         try:
-            allowed = self.authorize(op, peer_cred(sock))
+            sock.settimeout(self.timeout_s)
+            sock.sendall(self._encode(reply))
+            sock.shutdown(socket.SHUT_WR)
+            drain_blocking(sock, self.drain_timeout_s)
+        except OSError as exc:  # the client went away or stopped reading; its loss
+            log.debug("could not send control reply: %s", exc)
+
+    def _reply_for_line(self, line: bytes, peer: PeerCred | None) -> dict:
+        """The reply to one request line; never raises (the server must survive any)."""
+        try:
+            return self._answer(line, peer)
+        except Exception:
+            log.exception("control request failed unexpectedly")
+            return wire.error_reply("InternalError", "internal error")
+
+    def _answer(self, line: bytes, peer: PeerCred | None) -> dict:
+        try:
+            op, args = wire.parse_request(wire.decode(line))
+        except wire.BadRequest as exc:
+            return bad_request(exc)
+        try:
+            allowed = self.authorize(op, peer)
         except PermissionDenied as exc:  # the policy says why (op, group needed, uid)
             log.info("%s", exc)
             return wire.error_reply("PermissionDenied", str(exc))
@@ -273,63 +266,12 @@ class ControlServer:
             return c.export_commit(args["token"])
         raise wire.BadRequest(f"unknown op {op!r}")  # parse_request already refused it
 
-    def _send(self, sock: socket.socket, reply: dict) -> None:
+    def _encode(self, reply: dict) -> bytes:
         try:
-            data = wire.encode(reply)
-        except (TypeError, ValueError) as exc:  # the controller returned something not JSON
+            return wire.encode(reply)
+        except (TypeError, ValueError, RecursionError) as exc:  # the result is not JSON
             log.error("control reply is not JSON-serializable: %s", exc)
-            data = wire.encode(wire.error_reply("InternalError", "internal error: bad reply"))
-        try:
-            sock.settimeout(self.timeout_s)
-            sock.sendall(data)
-        except OSError as exc:  # the client went away or stopped reading; its loss
-            log.debug("could not send control reply: %s", exc)
-
-    def _drain(self, sock: socket.socket) -> None:
-        # Closing a Unix socket with unread input resets the connection, which can
-        # discard the reply before the client reads it (say, after "too large"). So
-        # read on to EOF, bounded in time and bytes.
-        deadline = time.monotonic() + self.timeout_s
-        left = _DRAIN_MAX_BYTES
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            while left > 0 and (remaining_s := deadline - time.monotonic()) > 0:
-                sock.settimeout(remaining_s)
-                chunk = sock.recv(min(left, 65536))
-                if not chunk:
-                    return
-                left -= len(chunk)
-        except OSError:
-            pass
-
-    def _release_slot(self) -> None:
-        self._slots.release()
-
-
-class _Server(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 64
-    control: ControlServer
-
-    def process_request(self, request, client_address):
-        # Wait for a free slot; meanwhile later clients queue in the listen backlog.
-        while not self.control._slots.acquire(timeout=_SLOT_WAIT_S):
-            if self.control._stopping.is_set():
-                self.shutdown_request(request)
-                return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.control._release_slot()
-
-
-class _Handler(socketserver.BaseRequestHandler):
-    def handle(self):
-        self.server.control.handle(self.request)
+            return wire.encode(wire.error_reply("InternalError", "internal error: bad reply"))
 
 
 def _clear_stale_socket(path: Path) -> None:

@@ -87,7 +87,63 @@ def read_message(sock: socket.socket, limit: int | None, timeout_s: float) -> di
     ``limit`` bounds the line in bytes (None: unbounded); ``timeout_s`` bounds
     the whole read, not each recv, so a client trickling bytes cannot stall us.
     """
-    return decode(_read_line(sock, limit, timeout_s))
+    return decode(read_line(sock, limit, timeout_s))
+
+
+def read_line(sock: socket.socket, limit: int | None, timeout_s: float) -> bytes:
+    """Read one line (without its newline), bounded like ``read_message``; no parsing."""
+    deadline = time.monotonic() + timeout_s
+    buf = LineBuffer(limit)
+    while True:
+        remaining_s = deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise buf.timeout(timeout_s)
+        sock.settimeout(remaining_s)
+        try:
+            chunk = sock.recv(_CHUNK_BYTES)
+        except TimeoutError:
+            raise buf.timeout(timeout_s) from None
+        if not chunk:
+            raise buf.eof()
+        line = buf.feed(chunk)
+        if line is not None:
+            return line
+
+
+class LineBuffer:
+    """One line assembled from chunks as they arrive, with ``read_line``'s size rule.
+
+    For readers that must not block in recv (the server's selector loop), so they
+    can give the same answers as the blocking reader.
+    """
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self._buf = bytearray()
+        self._scanned = 0  # no newline before this offset; keeps a trickled line O(n)
+
+    @property
+    def received(self) -> int:
+        return len(self._buf)
+
+    def feed(self, chunk: bytes) -> bytes | None:
+        """Add ``chunk``; the line once it is complete, else None. BadRequest if too large."""
+        self._buf += chunk
+        newline = self._buf.find(b"\n", self._scanned)
+        if newline >= 0:
+            _check_size(newline, self.limit)
+            return bytes(self._buf[:newline])
+        self._scanned = len(self._buf)
+        _check_size(len(self._buf), self.limit)
+        return None
+
+    def eof(self) -> BadRequest:
+        """The error for a connection closed before the line was complete."""
+        return BadRequest(_eof_text(len(self._buf)))
+
+    def timeout(self, timeout_s: float) -> MessageTimeout:
+        """The error for a line not complete within ``timeout_s``."""
+        return MessageTimeout(_timeout_text(timeout_s, len(self._buf)))
 
 
 def decode(line: bytes) -> dict:
@@ -132,29 +188,6 @@ def parse_request(msg: dict) -> tuple[str, dict]:
         if not isinstance(value, types) or (allowed is not None and value not in allowed):
             raise BadRequest(f"argument {name!r} of op {op!r} must be {description}")
     return op, args
-
-
-def _read_line(sock: socket.socket, limit: int | None, timeout_s: float) -> bytes:
-    deadline = time.monotonic() + timeout_s
-    buf = bytearray()
-    while True:
-        newline = buf.find(b"\n")
-        if newline >= 0:
-            line = bytes(buf[:newline])
-            _check_size(len(line), limit)
-            return line
-        _check_size(len(buf), limit)
-        remaining_s = deadline - time.monotonic()
-        if remaining_s <= 0:
-            raise MessageTimeout(_timeout_text(timeout_s, len(buf)))
-        sock.settimeout(remaining_s)
-        try:
-            chunk = sock.recv(_CHUNK_BYTES)
-        except TimeoutError:
-            raise MessageTimeout(_timeout_text(timeout_s, len(buf))) from None
-        if not chunk:
-            raise BadRequest(_eof_text(len(buf)))
-        buf += chunk
 
 
 def _check_size(n_bytes: int, limit: int | None) -> None:

@@ -172,8 +172,9 @@ def test_permission_denied_names_the_group(monkeypatch, home):
             raise PermissionError(13, "Permission denied")
 
     fake = types.SimpleNamespace(
-        socket=DeniedSocket, AF_UNIX=socket.AF_UNIX, SOCK_STREAM=socket.SOCK_STREAM
-    )
+        socket=DeniedSocket, AF_UNIX=socket.AF_UNIX, SOCK_STREAM=socket.SOCK_STREAM,
+        SOL_SOCKET=socket.SOL_SOCKET, SO_SNDTIMEO=socket.SO_SNDTIMEO,
+    )  # fmt: skip
     monkeypatch.setattr(client_mod, "socket", fake)
     with pytest.raises(TagstatError, match="permission denied on .*group tagstat") as info:
         getUsageStatisticsStatus()

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import selectors
 import shutil
 import socket
 import stat
@@ -15,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tagstat import wire
-from tagstat.control import ControlServer
+from tagstat import cli, wire
+from tagstat.client import Client
+from tagstat.control import FIRST_BYTE_TIMEOUT_S, ControlServer
 from tagstat.errors import TagstatError
 from tagstat.status import UsageStatisticsStatus
 
@@ -252,16 +254,17 @@ def test_huge_request_without_newline_is_refused(server):
     assert_answers(server.socket_path)
 
 
-def test_silent_client_times_out_without_blocking_others(server):
+def test_silent_client_is_cut_off_at_the_first_byte_deadline_without_blocking_others(server):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
         silent.settimeout(5.0)
         silent.connect(str(server.socket_path))
-        started = time.monotonic()
         assert_answers(server.socket_path)  # served while the silent one waits
-        assert time.monotonic() - started < 0.4
-        reply = json.loads(silent.recv(65536))
-    kind, message = error_of(reply)
-    assert kind == "BadRequest" and "timed out after 0.5 s" in message
+        reply = read_to_eof(silent, 5.0)
+    assert error_of(json.loads(reply)) == (
+        "BadRequest",
+        f"timed out after {FIRST_BYTE_TIMEOUT_S:g} s waiting for a complete line "
+        "(0 bytes received)",
+    )
 
 
 def test_trickling_client_hits_the_overall_deadline(sock_dir, controller):
@@ -338,21 +341,267 @@ def test_authorize_hook_sees_peer_credentials_and_can_refuse(sock_dir, controlle
     assert (peer.pid, peer.uid, peer.gid) == (os.getpid(), os.getuid(), os.getgid())
 
 
-def test_connections_beyond_the_bound_wait_for_a_slot(sock_dir, controller):
-    with ControlServer(sock_dir / "c.sock", controller, max_connections=2, timeout_s=5) as srv:
-        idle = [socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
-        for s in idle:
-            s.connect(str(srv.socket_path))
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as third:
-            third.connect(str(srv.socket_path))
-            third.sendall(wire.encode({"op": "get_status"}))
-            third.settimeout(0.2)
-            with pytest.raises(TimeoutError):
-                third.recv(65536)  # both slots are held by the idle clients
-            for s in idle:
+# --- limits and deadlines: silent, trickling and flooding clients -----------
+
+
+def connect_silent(path: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(path))
+    return s
+
+
+def read_to_eof(s: socket.socket, timeout_s: float) -> bytes:
+    """Everything the server sends until it closes; TimeoutError if it has not by then."""
+    s.settimeout(max(timeout_s, 0.001))
+    chunks = []
+    while chunk := s.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def busy_message(srv: ControlServer) -> str:
+    with pytest.raises(TagstatError) as info:
+        Client(srv.socket_path).status()
+    return str(info.value)
+
+
+# The flooding tests switch the per-uid limit off: the flood and the real requests share
+# this test's uid, and the point is that the server holds every silent connection.
+
+
+def test_64_silent_connections_neither_block_a_request_nor_stay_open(sock_dir, controller):
+    with ControlServer(sock_dir / "c.sock", controller, max_connections_per_uid=None) as srv:
+        held = [connect_silent(srv.socket_path) for _ in range(64)]
+        try:
+            closed_by = time.monotonic() + FIRST_BYTE_TIMEOUT_S + 1.0  # slack for a busy host
+            assert Client(srv.socket_path).status()["name"] == "Collecting"
+            for s in held:  # closed by the server: a timeout reply, then EOF
+                reply = json.loads(read_to_eof(s, closed_by - time.monotonic()))
+                assert error_of(reply)[1].startswith(f"timed out after {FIRST_BYTE_TIMEOUT_S:g} s")
+        finally:
+            for s in held:
                 s.close()
-            third.settimeout(5.0)
-            assert json.loads(third.recv(65536))["result"]["status"] == 1
+
+
+def reopen_silent_connections(path: Path, n: int, stop: threading.Event, stats: dict) -> None:
+    """Keep ``n`` silent connections open, reopening each as soon as the server closes it."""
+    sel = selectors.DefaultSelector()
+    try:
+        for _ in range(n):
+            sel.register(connect_silent(path), selectors.EVENT_READ)
+        while not stop.is_set():
+            for key, _ in sel.select(timeout=1.0):
+                if key.fileobj.recv(65536):
+                    continue  # the server's timeout reply; its EOF follows
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+                sel.register(connect_silent(path), selectors.EVENT_READ)
+                stats["reopened"] += 1
+    except OSError as exc:
+        stats["errors"].append(exc)
+    finally:
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()
+        sel.close()
+
+
+def test_a_client_reopening_silent_connections_does_not_block_requests(sock_dir, controller):
+    with ControlServer(
+        sock_dir / "c.sock", controller, first_byte_timeout_s=0.05, max_connections_per_uid=None
+    ) as srv:
+        stop, stats = threading.Event(), {"reopened": 0, "errors": []}
+        flooder = threading.Thread(
+            target=reopen_silent_connections, args=(srv.socket_path, 64, stop, stats)
+        )
+        flooder.start()
+        try:
+            client = Client(srv.socket_path)
+            statuses = [client.status()["status"] for _ in range(20)]
+            give_up = time.monotonic() + 10.0
+            while stats["reopened"] < 64 and time.monotonic() < give_up:  # a full round, at least
+                statuses.append(client.status()["status"])
+        finally:
+            stop.set()
+            flooder.join()
+    assert stats["errors"] == [] and stats["reopened"] >= 64
+    assert set(statuses) == {1}
+
+
+def test_silent_connections_hold_no_worker(sock_dir, controller):
+    with ControlServer(
+        sock_dir / "c.sock", controller, max_connections=1, max_queued=0,
+        first_byte_timeout_s=5.0, timeout_s=5.0, max_connections_per_uid=None,
+    ) as srv:  # fmt: skip
+        held = [connect_silent(srv.socket_path) for _ in range(8)]
+        try:
+            assert_answers(srv.socket_path)
+        finally:
+            for s in held:
+                s.close()
+
+
+def per_uid_server(sock_dir, controller, limit: int, **kwargs) -> ControlServer:
+    """Silent connections keep their place (5 s deadlines); the limit applies to this uid."""
+    kwargs = {"exempt_uids": (), "first_byte_timeout_s": 5.0, "timeout_s": 5.0} | kwargs
+    return ControlServer(sock_dir / "c.sock", controller, max_connections_per_uid=limit, **kwargs)
+
+
+def test_a_uid_over_its_connection_limit_gets_busy_until_one_closes(sock_dir, controller):
+    with per_uid_server(sock_dir, controller, 2) as srv:
+        held = [connect_silent(srv.socket_path) for _ in range(2)]
+        try:
+            assert busy_message(srv) == (
+                f"tagstatd is busy: uid {os.geteuid()} already has 2 connections open, "
+                "the limit per uid; close some and try again"
+            )
+            held[0].shutdown(socket.SHUT_WR)  # done: the server answers it and closes it
+            read_to_eof(held[0], 5.0)
+            assert Client(srv.socket_path).status()["status"] == 1
+        finally:
+            for s in held:
+                s.close()
+    assert controller.calls == [("get_status",)]
+
+
+def test_the_cli_shows_the_busy_reply_as_an_error(sock_dir, controller, capsys):
+    with per_uid_server(sock_dir, controller, 1) as srv:
+        with connect_silent(srv.socket_path):
+            code = cli.main(["--socket", str(srv.socket_path), "status"])
+    assert code == 1
+    assert capsys.readouterr().err == (
+        f"tagstat: error: tagstatd is busy: uid {os.geteuid()} already has 1 connections "
+        "open, the limit per uid; close some and try again\n"
+    )
+
+
+def test_an_exempt_uid_has_no_per_uid_limit(sock_dir, controller):
+    with per_uid_server(sock_dir, controller, 1, exempt_uids=(os.geteuid(),)) as srv:
+        with connect_silent(srv.socket_path):
+            assert_answers(srv.socket_path)
+
+
+def test_past_twice_the_per_uid_limit_a_connection_is_closed_at_once(sock_dir, controller):
+    with per_uid_server(sock_dir, controller, 1) as srv:
+        held = [connect_silent(srv.socket_path) for _ in range(3)]
+        try:  # the 2nd is refused but kept until it sends; the 3rd is not kept
+            reply = json.loads(read_to_eof(held[2], 5.0))
+            assert error_of(reply)[0] == "Busy"
+            held[1].settimeout(5.0)
+            assert error_of(json.loads(held[1].recv(65536)))[0] == "Busy"
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_past_the_open_connection_limit_a_connection_is_refused(sock_dir, controller):
+    with ControlServer(
+        sock_dir / "c.sock", controller, max_open_connections=2, max_connections_per_uid=None,
+        first_byte_timeout_s=5.0, timeout_s=5.0,
+    ) as srv:  # fmt: skip
+        held = [connect_silent(srv.socket_path) for _ in range(2)]
+        try:
+            with connect_silent(srv.socket_path) as third:
+                reply = json.loads(read_to_eof(third, 5.0))
+        finally:
+            for s in held:
+                s.close()
+    assert error_of(reply) == (
+        "Busy",
+        "tagstatd is busy: the limit of 2 open connections is reached; try again shortly",
+    )
+
+
+def gate(controller):
+    """Make get_status wait until released; returns (entered, release) events."""
+    entered, release = threading.Event(), threading.Event()
+    answer = controller.get_status
+
+    def get_status():
+        entered.set()
+        release.wait(10)
+        return answer()
+
+    controller.get_status = get_status
+    return entered, release
+
+
+def asking(path: Path, replies: list) -> threading.Thread:
+    """A thread (not started) that asks get_status and appends the reply to ``replies``."""
+    return threading.Thread(target=lambda: replies.append(request(path, {"op": "get_status"})))
+
+
+def test_a_request_waits_for_a_worker_and_one_past_the_queue_gets_busy(sock_dir, controller):
+    entered, release = gate(controller)
+    with ControlServer(sock_dir / "c.sock", controller, max_connections=1, max_queued=1) as srv:
+        replies = []
+        first = asking(srv.socket_path, replies)
+        first.start()
+        try:
+            assert entered.wait(5)  # the only worker is in the controller
+            with connect_silent(srv.socket_path) as queued:
+                queued.sendall(wire.encode({"op": "get_status"}))  # waits for the worker
+                refused = request(srv.socket_path, {"op": "sessions"})
+                release.set()
+                queued_reply = json.loads(read_to_eof(queued, 5.0))
+        finally:
+            release.set()
+            first.join(5)
+    assert error_of(refused) == (
+        "Busy",
+        "tagstatd is busy: the limit of 1 requests at once plus 1 waiting is reached; "
+        "try again shortly",
+    )
+    assert replies[0]["ok"] is True and queued_reply["ok"] is True
+    assert ("sessions",) not in controller.calls
+
+
+def test_a_client_trickling_a_byte_every_tenth_of_a_second_is_cut_off(sock_dir, controller):
+    with ControlServer(sock_dir / "c.sock", controller, timeout_s=0.5) as srv:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            started = time.monotonic()  # before connect: the server's clock starts after
+            s.connect(str(srv.socket_path))
+            s.settimeout(0.1)  # the pace: a byte, then up to 0.1 s for an answer
+            got = None
+            for _ in range(50):
+                try:
+                    s.sendall(b" ")
+                    got = s.recv(65536)  # the reply, or b"" for EOF
+                    break
+                except TimeoutError:
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    got = b""  # closed by the server: EOF by another name
+                    break
+            elapsed_s = time.monotonic() - started
+    assert got is not None, "the trickling client was never cut off"
+    assert 0.5 <= elapsed_s < 1.5
+    if got:
+        kind, message = error_of(json.loads(got))
+        assert kind == "BadRequest" and message.startswith("timed out after 0.5 s")
+
+
+def test_the_drain_after_a_reply_is_bounded(sock_dir, controller):
+    with ControlServer(sock_dir / "c.sock", controller, drain_timeout_s=0.2) as srv:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(str(srv.socket_path))
+            s.sendall(wire.encode({"op": "get_status"}))
+            assert json.loads(read_to_eof(s, 5.0))["ok"] is True
+            s.settimeout(5.0)
+            with pytest.raises((BrokenPipeError, ConnectionResetError)):
+                for _ in range(100_000):  # keeps sending: the server stops listening
+                    s.sendall(b"x" * 1024)
+
+
+def test_time_in_the_controller_does_not_count_against_the_client(sock_dir, controller):
+    answer = controller.get_status
+
+    def slow_get_status():
+        threading.Event().wait(0.4)  # a slow controller (a purge, say), not the client
+        return answer()
+
+    controller.get_status = slow_get_status
+    with ControlServer(sock_dir / "c.sock", controller, timeout_s=0.2) as srv:
+        assert_answers(srv.socket_path)
 
 
 # --- random input ----------------------------------------------------------
