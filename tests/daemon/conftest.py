@@ -12,12 +12,12 @@ import pytest
 from tagstat import killswitch
 from tagstat.clock import Clock
 from tagstat.config import Config
-from tagstat.paths import Paths
-from tagstat.service import build_service
-from tagstat.store import Store
 from tagstat.drivers.sim.model import Simulation
 from tagstat.drivers.sim.pyusb_backend import SimBackend
 from tagstat.drivers.sim.scenario import default_scenario
+from tagstat.paths import Paths
+from tagstat.service import build_service
+from tagstat.store import Store
 from tagstat.tagstatd import simulated_backend
 
 # The fixed start of the hand-driven clock: tests that use `clock` define T0 equal to it.
