@@ -276,12 +276,17 @@ def test_trickling_client_hits_the_overall_deadline(sock_dir, controller):
             s.settimeout(0.05)
             reply = b""
             while not reply:  # one byte per 50 ms never finishes a line in time
+                assert time.monotonic() - started < 10.0, "the server never cut it off"
                 try:
                     s.sendall(b" ")
+                except (BrokenPipeError, ConnectionResetError):  # closed after its reply
+                    s.settimeout(5.0)
+                    reply = s.recv(65536)
+                    break
+                try:
                     reply = s.recv(65536)
                 except TimeoutError:
                     continue
-            assert time.monotonic() - started < 1.0
         assert "timed out" in error_of(json.loads(reply))[1]
 
 
@@ -574,7 +579,9 @@ def test_a_client_trickling_a_byte_every_tenth_of_a_second_is_cut_off(sock_dir, 
                     break
             elapsed_s = time.monotonic() - started
     assert got is not None, "the trickling client was never cut off"
-    assert 0.5 <= elapsed_s < 1.5
+    # not before its deadline; the upper bound only says "cut off", with room for a loaded
+    # machine (no test may depend on the wall clock's speed)
+    assert 0.5 <= elapsed_s < 5.0
     if got:
         kind, message = error_of(json.loads(got))
         assert kind == "BadRequest" and message.startswith("timed out after 0.5 s")
