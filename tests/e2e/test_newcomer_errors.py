@@ -238,15 +238,20 @@ def wait_blocked(proc: subprocess.Popen) -> None:
     wait_for(sleeping, f"tagstat (pid {proc.pid}) to wait")
 
 
+def ctrl_c_at_the_question(home, *args) -> tuple[int, str]:
+    """Run ``tagstat ARGS`` on a terminal, press Ctrl-C at its [y/N]; (exit code, output)."""
+    term = Terminal(home, *args)
+    try:
+        term.read_until(b"[y/N] ")
+        return term.ctrl_c()
+    finally:
+        term.proc.kill()
+
+
 def test_ctrl_c_at_the_consent_question_records_nothing(home, daemons):
     d = daemons().start()
     assert d.client.status()["consent"]["needs"] == "first_run"
-    term = Terminal(home, "status")
-    try:
-        term.read_until(b"[y/N] ")
-        rc, out = term.ctrl_c()
-    finally:
-        term.proc.kill()
+    rc, out = ctrl_c_at_the_question(home, "status")
     assert rc == 130 and "Traceback" not in out
     assert out.endswith("[y/N] \ntagstat: interrupted; nothing recorded\n")
     assert d.client.status()["consent"]["needs"] == "first_run"  # still unanswered
@@ -256,12 +261,7 @@ def test_ctrl_c_at_the_purge_question_deletes_nothing(home, daemons):
     d = daemons().start()
     d.wait_until(lambda: d.client.devices(), what="the simulated Time Tagger")
     d.client.set_consent(d.client.status()["consent"]["schema_version"], False)  # asked before
-    term = Terminal(home, "purge")
-    try:
-        term.read_until(b"[y/N] ")
-        rc, out = term.ctrl_c()
-    finally:
-        term.proc.kill()
+    rc, out = ctrl_c_at_the_question(home, "purge")
     assert rc == 130 and "Traceback" not in out
     assert out.endswith("[y/N] \ntagstat: interrupted; nothing was deleted\n")
     assert d.client.devices()  # nothing was deleted
