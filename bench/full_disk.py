@@ -113,7 +113,8 @@ def episode(full_s: float, restart: bool) -> None:
         stored, sessions = db.execute("SELECT sum(bytes_total), count(*) FROM sessions").fetchone()
         messages = db.execute("SELECT sum(count) FROM messages").fetchone()[0]
         db.close()
-        lost = [line for line in d.stderr().splitlines() if "lost" in line]
+        lost = [line for line in d.stderr().splitlines()
+                if "which are lost" in line or "lost for lack of memory" in line]  # fmt: skip
         print(f"episode: {full_s:g} s full{', restarted in the middle' if restart else ''}")
         print(f"  held writes at the end of the episode: {held}")
         print(f"  session bytes shown during the episode: {shown:,}")
