@@ -331,7 +331,7 @@ class Service(StatusControl):
             return
         with self.lock:
             self._save_pending()  # open sessions' latest totals go into the report
-            if not self.writes.flush(force=True):
+            if not self.writes.flush():  # at its back-off, not once per loop round
                 return  # the period closes, with everything, once the database can be written
             try:
                 report_id = self.outbox.close_period()

@@ -108,6 +108,9 @@ def test_a_period_closes_whole_once_the_database_can_be_written(tmp_path):
         sim.poll(40)  # the period is due, but its data is in memory
         sim.service.close_period_if_due()
         assert sim.service.store.outbox_pending() == []
+        retry_at = sim.service.writes.episode.retry_at
+        sim.service.close_period_if_due()  # again at once: no new attempt before the back-off
+        assert sim.service.writes.episode.retry_at == retry_at
         free(sim.service.store)
         sim.clock.t += RETRY_MAX_S
         sim.service.close_period_if_due()
